@@ -1,0 +1,141 @@
+"""Export IFNet to ONNX or TorchScript, into the model repository.
+
+One engine per release serves every batch size, frame size, timestep and ``scale``:
+batch, height and width are dynamic axes, the timestep is a per-pair input and the
+scale a runtime input (see ``ops.resize``). The fp16 variant keeps the warp's grid and
+flow normalisation in float32 (``ops.warp``), and takes its timestep and scale in float32.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from models.repository import ENGINE_FILES, EngineMetadata, Format, TensorInfo, engine_dir, write_metadata
+from models.rife.ifnet import IFNet
+from models.rife.spec import SCALES, RifeSpec
+
+# why 17: the first opset where every op here (GridSample 16, Resize 13+) is standard and
+# which TensorRT 8.6+ and ORT 1.14+ both accept
+ONNX_OPSET = 17
+_IMAGE_AXES = {0: "batch", 2: "height", 3: "width"}
+
+
+def _sample_inputs(spec: RifeSpec, fp16: bool) -> tuple[Tensor, ...]:
+    """A batch of two 128×128 pairs: big enough for the coarsest block of any release."""
+    dtype = torch.float16 if fp16 else torch.float32
+    gen = torch.Generator().manual_seed(0)
+    img0 = torch.rand(2, 3, 128, 128, generator=gen).to(dtype)
+    img1 = torch.rand(2, 3, 128, 128, generator=gen).to(dtype)
+    return img0, img1, torch.tensor([0.25, 0.5]), torch.tensor([1.0])
+
+
+def io_info(fp16: bool) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    image = "float16" if fp16 else "float32"
+    dims: list[int | str] = ["batch", 3, "height", "width"]
+    inputs = [
+        TensorInfo("img0", image, dims),
+        TensorInfo("img1", image, dims),
+        TensorInfo("timestep", "float32", ["batch"]),
+        TensorInfo("scale", "float32", [1]),
+    ]
+    outputs = [TensorInfo("frame", image, dims), TensorInfo("big_motion", "bool", ["batch"])]
+    return inputs, outputs
+
+
+def _prepare(net: IFNet, fp16: bool) -> IFNet:
+    net = copy.deepcopy(net).eval()
+    return net.half() if fp16 else net.float()
+
+
+def _write_onnx(net: IFNet, spec: RifeSpec, path: Path, fp16: bool) -> None:
+    inputs, outputs = io_info(fp16)
+    axes = {"img0": _IMAGE_AXES, "img1": _IMAGE_AXES, "timestep": {0: "batch"}}
+    axes |= {"frame": _IMAGE_AXES, "big_motion": {0: "batch"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer chatter about .item() in resize, expected
+        # why dynamo=False: the torch.export exporter cannot take a runtime resize factor
+        torch.onnx.export(
+            net,
+            _sample_inputs(spec, fp16),
+            str(path),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=[t.name for t in inputs],
+            output_names=[t.name for t in outputs],
+            dynamic_axes=axes,
+        )
+    import onnx
+
+    onnx.checker.check_model(str(path))
+
+
+def _write_torchscript(net: IFNet, path: Path) -> None:
+    scripted = torch.jit.script(net)
+    scripted.save(str(path))
+
+
+def exporter_versions() -> dict[str, str]:
+    versions = {"torch": str(torch.__version__)}
+    for name in ("onnx", "onnxruntime"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            continue
+    return versions
+
+
+def export_rife(
+    net: IFNet,
+    spec: RifeSpec,
+    repository: Path,
+    fmt: Format,
+    *,
+    fp16: bool = False,
+    model_name: str | None = None,
+    weights_sha256: str | None = None,
+) -> tuple[Path, EngineMetadata]:
+    """Write ``model.onnx`` / ``model.ts`` and ``metadata.json``; returns the folder.
+
+    The engine is written under a temporary name and renamed; the metadata goes last,
+    so a folder with metadata always holds a complete engine.
+    """
+    model = model_name or f"rife-{spec.version}"
+    folder = engine_dir(repository, model, fmt, fp16)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / ENGINE_FILES[fmt]
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".export-", suffix=target.suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        prepared = _prepare(net, fp16)
+        if fmt == "onnx":
+            _write_onnx(prepared, spec, tmp, fp16)
+        else:
+            _write_torchscript(prepared, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    inputs, outputs = io_info(fp16)
+    metadata = EngineMetadata(
+        model=model,
+        family="rife",
+        version=spec.version,
+        format=fmt,
+        precision="fp16" if fp16 else "fp32",
+        file=target.name,
+        inputs=inputs,
+        outputs=outputs,
+        weights_sha256=weights_sha256,
+        exporter=exporter_versions(),
+        opset=ONNX_OPSET if fmt == "onnx" else None,
+        extra={"pad_multiple": spec.pad_multiple, "scales": list(SCALES)},
+    )
+    write_metadata(folder, metadata)
+    return folder, metadata

@@ -1,0 +1,83 @@
+"""Load a RIFE model for use: weights from the registry (or a file), and an engine of
+the chosen kind, exported into the model repository on first use."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from models.repository import ENGINE_FILES, Format, default_repository, engine_dir, read_metadata
+from models.rife.checkpoint import load_ifnet
+from models.rife.export import export_rife
+from models.rife.inference import Interpolator
+from models.rife.scene import DEFAULT_SCENE_CHANGE_THRESHOLD
+from models.rife.spec import get_spec
+from models.runtime import CPU_PROVIDERS, EngineKind, OnnxRunner, Runner, TorchRunner
+from models.weights.fetch import fetch, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+def resolve_weights(model: str, weights: Path | None, *, progress: bool = True) -> Path:
+    """``weights`` if given (any released flownet*.pkl), else the registry's cached file."""
+    if weights is not None:
+        if not weights.is_file():
+            raise FileNotFoundError(f"weights file not found: {weights}")
+        return weights
+    return fetch(model, progress=progress)
+
+
+def ensure_engine(
+    model: str, weights: Path, fmt: Format, *, fp16: bool = False, repository: Path | None = None
+) -> Path:
+    """The engine file for these weights, exporting it when missing or made from other weights."""
+    repository = repository or default_repository()
+    folder = engine_dir(repository, model, fmt, fp16)
+    sha = sha256_file(weights)
+    if (folder / "metadata.json").is_file() and (folder / ENGINE_FILES[fmt]).is_file():
+        if read_metadata(folder).weights_sha256 == sha:
+            return folder / ENGINE_FILES[fmt]
+        log.info("%s: engine in %s was exported from other weights; exporting again", model, folder)
+    spec = get_spec(model)
+    folder, metadata = export_rife(
+        load_ifnet(weights, spec), spec, repository, fmt, fp16=fp16, model_name=model, weights_sha256=sha
+    )
+    return folder / metadata.file
+
+
+def make_runner(
+    model: str,
+    weights: Path,
+    engine: EngineKind,
+    *,
+    fp16: bool = False,
+    repository: Path | None = None,
+    providers: Sequence[str] = CPU_PROVIDERS,
+) -> Runner:
+    """One runner of the chosen kind over IFNet with these weights."""
+    if engine == "eager":
+        if fp16:
+            raise ValueError("fp16 needs an exported engine (torchscript or onnx)")
+        return TorchRunner(load_ifnet(weights, get_spec(model)), "eager")
+    path = ensure_engine(model, weights, engine, fp16=fp16, repository=repository)
+    if engine == "onnx":
+        return OnnxRunner(path, providers)
+    return TorchRunner.load_torchscript(path, half_inputs=(0, 1) if fp16 else ())
+
+
+def load_interpolator(
+    model: str,
+    *,
+    engine: EngineKind = "eager",
+    weights: Path | None = None,
+    fp16: bool = False,
+    repository: Path | None = None,
+    scene_change_threshold: float | None = DEFAULT_SCENE_CHANGE_THRESHOLD,
+    progress: bool = True,
+) -> Interpolator:
+    """Everything between a model name and interpolated frames."""
+    spec = get_spec(model)
+    path = resolve_weights(model, weights, progress=progress)
+    runner = make_runner(model, path, engine, fp16=fp16, repository=repository)
+    return Interpolator(spec, runner, scene_change_threshold)
