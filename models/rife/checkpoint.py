@@ -83,19 +83,20 @@ def check_tensors(tensors: Mapping[str, Tensor], spec: RifeSpec, source: str) ->
     lines += [f"  missing {k}" for k in missing[:20]]
     lines += [f"  ... and {len(missing) - 20} more missing" for _ in range(len(missing) > 20)]
     lines += [f"  wrong shape {w}" for w in wrong[:20]]
-    guess = detect_version(tensors)
-    if guess is not None and guess != spec.version:
-        lines.append(f"  (the tensors match RIFE {guess}: use --model rife-{guess})")
+    fits = [v for v in matching_versions(tensors) if v != spec.version]
+    if fits:
+        lines.append(f"  (the tensors fit {' or '.join('rife-' + v for v in fits)}: choose that model)")
     raise CheckpointError("\n".join(lines))
 
 
-def detect_version(tensors: Mapping[str, Tensor]) -> str | None:
-    """The release whose flow network these tensors fit exactly, if any."""
+def matching_versions(tensors: Mapping[str, Tensor]) -> list[str]:
+    """The releases whose flow network these tensors fit exactly (4.25 and 4.26 share one)."""
+    fits = []
     for version, spec in SPECS.items():
         expected = expected_shapes(spec)
         if all(k in tensors and tuple(tensors[k].shape) == s for k, s in expected.items()):
-            return version
-    return None
+            fits.append(version)
+    return fits
 
 
 def load_ifnet(source: str | Path | Mapping[str, Tensor], spec: RifeSpec) -> IFNet:

@@ -92,6 +92,7 @@ class Interpolator:
         4.0 flags pairs whose motion is too large for its coarsest block; as the reference
         does, those are run again with every block one octave coarser (half the scale).
         """
+        self._check_padded(img0.shape[-2], img0.shape[-1], scale)
         frames, big_motion = self.runner(img0, img1, timestep, torch.tensor([scale], dtype=torch.float32))
         retry = big_motion.bool().nonzero().flatten()
         if retry.numel():
@@ -100,3 +101,8 @@ class Interpolator:
             frames = frames.clone()
             frames[retry] = again.to(frames.dtype)
         return frames
+
+    def _check_padded(self, height: int, width: int, scale: float) -> None:
+        if (height, width) != self.spec.padded_size(height, width, scale):
+            multiple = max(self.spec.pad_multiple, int(self.spec.pad_multiple / scale))
+            raise InterpolationInputError(f"padded size {height}×{width} is not a multiple of {multiple}")
