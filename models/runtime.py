@@ -34,18 +34,29 @@ class Runner(Protocol):
 class TorchRunner:
     """An eager ``nn.Module`` or a loaded TorchScript module."""
 
-    def __init__(self, module: nn.Module, kind: EngineKind, half_inputs: Sequence[int] = ()) -> None:
-        self.module = module.eval()
+    def __init__(
+        self,
+        module: nn.Module,
+        kind: EngineKind,
+        half_inputs: Sequence[int] = (),
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.module = module.eval().to(self.device)
         self.kind = kind
         # which positional inputs the engine takes in float16 (images of an fp16 export)
         self.half_inputs = frozenset(half_inputs)
 
     @classmethod
-    def load_torchscript(cls, path: Path, half_inputs: Sequence[int] = ()) -> TorchRunner:
-        return cls(torch.jit.load(str(path), map_location="cpu"), "torchscript", half_inputs)
+    def load_torchscript(
+        cls, path: Path, half_inputs: Sequence[int] = (), device: torch.device | str = "cpu"
+    ) -> TorchRunner:
+        return cls(torch.jit.load(str(path), map_location=device), "torchscript", half_inputs, device)
 
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
-        args = [x.half() if i in self.half_inputs else x for i, x in enumerate(inputs)]
+        """Inputs are moved to the module's device; outputs stay there."""
+        args = [x.to(self.device) for x in inputs]
+        args = [x.half() if i in self.half_inputs else x for i, x in enumerate(args)]
         with torch.inference_mode():
             out = self.module(*args)
         return tuple(out) if isinstance(out, tuple | list) else (out,)

@@ -84,23 +84,33 @@ class Interpolator:
         img0 = to_padded(frame0, padded_hw).expand(n, -1, -1, -1)
         img1 = to_padded(frame1, padded_hw).expand(n, -1, -1, -1)
         out = self.run_padded(img0, img1, torch.tensor(list(timesteps), dtype=torch.float32), scale)
-        return [frame[:, :height, :width].float().numpy() for frame in out]
+        return [frame[:, :height, :width].float().cpu().numpy() for frame in out]
 
     def run_padded(self, img0: Tensor, img1: Tensor, timestep: Tensor, scale: float) -> Tensor:
         """One engine call on padded B×3×Hp×Wp pairs (B timesteps) → B×3×Hp×Wp.
 
         4.0 flags pairs whose motion is too large for its coarsest block; as the reference
         does, those are run again with every block one octave coarser (half the scale).
+        Half the scale can need a larger padding multiple than the frames have (the reference
+        crashes there); those pairs are padded further for the re-run and cropped back.
         """
         self._check_padded(img0.shape[-2], img0.shape[-1], scale)
         frames, big_motion = self.runner(img0, img1, timestep, torch.tensor([scale], dtype=torch.float32))
+        big_motion = big_motion.to(img0.device)
         retry = big_motion.bool().nonzero().flatten()
         if retry.numel():
-            coarser = torch.tensor([scale / 2], dtype=torch.float32)
-            again, _ = self.runner(img0[retry], img1[retry], timestep[retry], coarser)
+            again = self._run_coarser(img0[retry], img1[retry], timestep[retry], scale / 2)
             frames = frames.clone()
-            frames[retry] = again.to(frames.dtype)
+            frames[retry.to(frames.device)] = again.to(frames.device, frames.dtype)
         return frames
+
+    def _run_coarser(self, img0: Tensor, img1: Tensor, timestep: Tensor, scale: float) -> Tensor:
+        """The re-run at ``scale``, zero-padded further where that scale needs it → B×3×H×W."""
+        height, width = img0.shape[-2], img0.shape[-1]
+        padded_h, padded_w = self.spec.padded_size(height, width, scale)
+        pad = (0, padded_w - width, 0, padded_h - height)
+        frames, _ = self.runner(F.pad(img0, pad), F.pad(img1, pad), timestep, torch.tensor([scale]))
+        return frames[..., :height, :width]
 
     def _check_padded(self, height: int, width: int, scale: float) -> None:
         if (height, width) != self.spec.padded_size(height, width, scale):

@@ -124,3 +124,19 @@ def test_v40_big_motion_is_rerun_one_octave_coarser(net40: IFNet) -> None:
     assert torch.allclose(out[0], coarser[0], atol=1e-4)
     assert torch.allclose(out[1], first[1], atol=1e-4)
     assert float((first[0] - coarser[0]).abs().max()) > 0.01
+
+
+def test_v40_retry_pads_further_when_the_coarser_scale_needs_it(net40: IFNet) -> None:
+    """224×288 is a multiple of 32 (scale 1) but not of 64 (scale 0.5, the re-run)."""
+    image = data.astronaut()
+    frame0, frame1 = _crop(image, 0, 0, 224, 288), _crop(image, 96, 96, 224, 288)
+    img0, img1 = to_padded(frame0, (224, 288)), to_padded(frame1, (224, 288))
+    t = torch.tensor([0.5])
+    with torch.inference_mode():
+        _, flags = net40(img0, img1, t, torch.tensor([1.0]))
+        wide0, wide1 = to_padded(frame0, (256, 320)), to_padded(frame1, (256, 320))
+        coarser, _ = net40(wide0, wide1, t, torch.tensor([0.5]))
+    assert flags.tolist() == [True]
+    out = Interpolator(get_spec("4.0"), TorchRunner(net40, "eager")).run_padded(img0, img1, t, 1.0)
+    assert out.shape == (1, 3, 224, 288)
+    assert torch.allclose(out, coarser[..., :224, :288], atol=1e-4)
