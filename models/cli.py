@@ -1,4 +1,4 @@
-"""The offline command line: interpolate, fetch, export."""
+"""The offline command line: interpolate, segment, fetch, export."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models import segment_cli
 from models.images import ImageError, read_rgb, write_png
 from models.repository import FORMATS, default_repository
 from models.rife.checkpoint import CheckpointError
@@ -21,6 +22,8 @@ from models.rife.spec import SCALES, SPECS
 from models.runtime import ENGINE_KINDS
 from models.weights.fetch import FetchError, fetch_main
 from models.weights.registry import DEFAULT_MODEL
+from models.xmem.config import XMemConfigError
+from models.xmem.inference_core import SegmentationInputError
 
 
 def _add_interpolate(sub: argparse._SubParsersAction) -> None:
@@ -48,8 +51,9 @@ def _add_interpolate(sub: argparse._SubParsersAction) -> None:
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a network into the model repository")
-    p.add_argument("family", choices=["rife"])
-    p.add_argument("--version", required=True, choices=list(SPECS))
+    p.add_argument("family", choices=["rife", "xmem"])
+    p.add_argument("--version", choices=list(SPECS), help="RIFE release (rife only)")
+    p.add_argument("--model", default="xmem", choices=["xmem", "xmem-s012"], help="XMem weights (xmem only)")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--fp16", action="store_true")
     p.add_argument("--weights", type=Path, help="a released flownet*.pkl, instead of the registry's")
@@ -92,8 +96,12 @@ def run_interpolate(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    if args.family == "xmem":
+        return run_export_xmem(args)
     from models.rife.loading import ensure_engine, resolve_weights
 
+    if args.version is None:
+        raise InterpolationInputError("export rife needs --version")
     model = f"rife-{args.version}"
     weights = resolve_weights(model, args.weights)
     repository = args.repository or default_repository()
@@ -102,11 +110,23 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export_xmem(args: argparse.Namespace) -> int:
+    from models.repository import engine_dir
+    from models.xmem.loading import load_xmem_engines, resolve_weights
+
+    weights = resolve_weights(args.model, args.weights)
+    repository = args.repository or default_repository()
+    load_xmem_engines(args.model, weights, args.format, fp16=args.fp16, repository=repository)
+    print(engine_dir(repository, args.model, args.format, args.fp16))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_interpolate(sub)
+    segment_cli.add_parser(sub)
     fetch = sub.add_parser("fetch", help="download a model's weights into the cache and verify them")
     fetch.add_argument("name", help=f"registry name, e.g. {DEFAULT_MODEL}")
     fetch.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -125,14 +145,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return fetch_main(args.name, progress=not args.quiet)
         if args.command == "export":
             return run_export(args)
+        if args.command == "segment":
+            return segment_cli.run_segment(args)
         return run_interpolate(args)
     except (
         FetchError,
         CheckpointError,
         ImageError,
         InterpolationInputError,
+        SegmentationInputError,
+        XMemConfigError,
         FileNotFoundError,
         KeyError,
+        ValueError,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

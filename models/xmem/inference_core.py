@@ -1,0 +1,279 @@
+"""XMem's streaming inference for one video: a shared set of engines, and this video's
+state (sensory memory, working and long-term memory, objects, counters).
+
+``step`` follows the reference's per-frame algorithm. Where the reference breaks on long
+or changing streams, this does not: usage is always counted, long-term removal works with
+objects added on different frames, ``top_k`` clamps to the memory size, and objects can be
+removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.xmem.config import XMemConfig
+from models.xmem.export import XMemEngines
+from models.xmem.memory_manager import MemoryManager
+from models.xmem.network import aggregate
+
+# why: ImageNet statistics, which XMem's ResNet backbones were trained with
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+STRIDE = 16  # why: f16 is the coarsest feature; frames are padded to a multiple of it
+
+
+class SegmentationInputError(ValueError):
+    """A frame or mask the core cannot take; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Padding:
+    """Zeros added on each side (the reference splits them evenly, the odd one bottom/right)."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    @classmethod
+    def for_size(cls, height: int, width: int) -> Padding:
+        extra_h, extra_w = -height % STRIDE, -width % STRIDE
+        return cls(extra_h // 2, extra_h - extra_h // 2, extra_w // 2, extra_w - extra_w // 2)
+
+    def apply(self, x: Tensor) -> Tensor:
+        return F.pad(x, (self.left, self.right, self.top, self.bottom))
+
+    def crop(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        return x[..., self.top : h - self.bottom, self.left : w - self.right]
+
+
+@dataclass
+class StepResult:
+    """One frame's answer."""
+
+    prob: Tensor  # (1+N)×H×W float32: background, then objects in ascending id order
+    object_ids: list[int]  # the N objects, ascending
+    is_memory_frame: bool
+
+    def index_mask(self) -> np.ndarray:
+        """uint8 H×W: each pixel's most probable object id, 0 for background."""
+        ids = torch.tensor([0, *self.object_ids], dtype=torch.uint8)
+        return ids[self.prob.argmax(0).cpu()].numpy()
+
+
+@dataclass
+class XMemState:
+    """Everything one video owns; the engines are shared and live elsewhere."""
+
+    config: XMemConfig
+    memory: MemoryManager
+    object_ids: list[int] = field(default_factory=list)  # insertion order = memory row order
+    hidden: Tensor | None = None  # sensory memory, N×hidden_dim×h×w, rows as object_ids
+    frame_index: int = -1  # index of the last frame stepped
+    last_memory_frame: int = 0
+    last_deep_update: int = 0
+    frame_size: tuple[int, int] | None = None  # (H, W) of the first frame
+
+
+@dataclass(frozen=True)
+class MaskInput:
+    """A mask given on a frame: which objects it sets, as float maps in state order."""
+
+    given: list[int]  # ids this frame sets (others keep their prediction outside ``region``)
+    maps: Tensor  # len(given)×Hp×Wp float, padded
+    # Hp×Wp bool: every labelled pixel of the mask, given ids or not; the reference clears
+    # all predictions there (the conformance streams pin this)
+    region: Tensor
+
+
+class InferenceCore:
+    """One video's XMem over shared engines."""
+
+    def __init__(self, engines: XMemEngines, config: XMemConfig | None = None) -> None:
+        self.engines = engines
+        self.state = self._fresh_state(config or XMemConfig())
+
+    @property
+    def config(self) -> XMemConfig:
+        return self.state.config
+
+    def reset(self) -> None:
+        """Forget everything: memory, objects, counters."""
+        self.state = self._fresh_state(self.config)
+
+    @staticmethod
+    def _fresh_state(config: XMemConfig) -> XMemState:
+        # why -every: the reference starts so that the first frame is a deep-update frame
+        last_deep = -max(config.deep_update_every, 0)
+        return XMemState(config=config, memory=MemoryManager(config), last_deep_update=last_deep)
+
+    def step(
+        self, frame: np.ndarray, mask: np.ndarray | None = None, objects: Sequence[int] | None = None
+    ) -> StepResult:
+        """frame: uint8 H×W×3 RGB; mask: H×W ids (0 background), taking only ``objects`` if given."""
+        s = self.state
+        self._check_frame(frame)
+        padding = Padding.for_size(*frame.shape[:2])
+        image = padding.apply(normalise(frame))  # 1×3×Hp×Wp
+        given = self._read_mask(mask, objects, padding, frame.shape[:2]) if mask is not None else None
+        s.frame_index += 1
+        is_memory_frame = s.frame_index - s.last_memory_frame >= self.config.mem_every or given is not None
+        is_deep_update = self._is_deep_update(is_memory_frame)
+        is_normal_update = self.config.deep_update_every != -1 or not is_deep_update
+        needs_segment = s.frame_index > 0 and bool(s.memory.object_ids) and not self._sets_all(given)
+        key, shrinkage, selection, f16, f8, f4 = self.engines.encode_key(image)
+        prob = self._segment(key, selection, f16, f8, f4, is_normal_update) if needs_segment else None
+        if given is not None:
+            prob = self._merge_mask(prob, given)
+        if prob is None:
+            prob = background_only(image)
+        if is_memory_frame:
+            self._memorise(image, key, shrinkage, selection, f16, prob[1:], is_deep_update)
+        return self._result(padding.crop(prob), is_memory_frame)
+
+    # --- conditions ------------------------------------------------------------------------
+
+    def _is_deep_update(self, is_memory_frame: bool) -> bool:
+        every = self.config.deep_update_every
+        if every == -1:
+            return is_memory_frame
+        return self.state.frame_index - self.state.last_deep_update >= every
+
+    def _sets_all(self, given: MaskInput | None) -> bool:
+        """A mask that sets every known object leaves nothing to predict."""
+        return given is not None and set(self.state.object_ids) <= set(given.given)
+
+    # --- phases ----------------------------------------------------------------------------
+
+    def _segment(
+        self, key: Tensor, selection: Tensor, f16: Tensor, f8: Tensor, f4: Tensor, is_normal_update: bool
+    ) -> Tensor:
+        """Read memory and decode → (1+n)×Hp×Wp, objects in state order."""
+        s = self.state
+        readout = s.memory.match_memory(key[0], selection[0])  # n×CV×h×w
+        rows = torch.zeros(readout.shape[0], dtype=torch.int64)
+        assert s.hidden is not None
+        logits, hidden = self.engines.segment(f16, f8, f4, rows, readout, s.hidden)
+        if is_normal_update:
+            s.hidden = hidden
+        _, prob = aggregate(torch.sigmoid(logits), dim=0)
+        return prob
+
+    def _merge_mask(self, prob: Tensor | None, given: MaskInput) -> Tensor:
+        """The given objects take the mask; the others keep their prediction outside its labels."""
+        s = self.state
+        new_ids = [obj for obj in given.given if obj not in s.object_ids]
+        s.object_ids.extend(new_ids)
+        self._grow_hidden(len(new_ids), given.maps.shape[-2:])
+        height, width = given.maps.shape[-2:]
+        maps = torch.zeros(len(s.object_ids), height, width)
+        if prob is not None:
+            predicted = prob[1:].clone()
+            predicted[:, given.region] = 0
+            maps[: predicted.shape[0]] = predicted
+        for obj, layer in zip(given.given, given.maps, strict=True):
+            maps[s.object_ids.index(obj)] = layer
+        _, merged = aggregate(maps, dim=0)
+        return merged
+
+    def _grow_hidden(self, added: int, padded_hw: torch.Size) -> None:
+        s = self.state
+        h, w = padded_hw[0] // STRIDE, padded_hw[1] // STRIDE
+        zeros = torch.zeros(added, self.config.hidden_dim, h, w)
+        s.hidden = zeros if s.hidden is None else torch.cat([s.hidden, zeros.to(s.hidden)], 0)
+
+    def _memorise(
+        self,
+        image: Tensor,
+        key: Tensor,
+        shrinkage: Tensor,
+        selection: Tensor,
+        f16: Tensor,
+        masks: Tensor,
+        is_deep_update: bool,
+    ) -> None:
+        """Encode the objects' values and write a memory frame (deep-updating the sensory memory)."""
+        s = self.state
+        if not s.object_ids:
+            return
+        assert s.hidden is not None
+        rows = torch.zeros(len(s.object_ids), dtype=torch.int64)
+        others = masks.sum(0, keepdim=True) - masks
+        value, hidden = self.engines.encode_value(image, f16, rows, s.hidden, masks, others)
+        s.memory.add_memory(key[0], shrinkage[0], value, list(s.object_ids), selection[0])
+        s.last_memory_frame = s.frame_index
+        if is_deep_update:
+            s.hidden = hidden
+            s.last_deep_update = s.frame_index
+
+    # --- objects ---------------------------------------------------------------------------
+
+    def remove_object(self, obj: int) -> None:
+        """Free one object's memory and sensory memory; the others keep their ids."""
+        s = self.state
+        if obj not in s.object_ids:
+            raise SegmentationInputError(f"unknown object id {obj}; known: {sorted(s.object_ids)}")
+        row = s.object_ids.index(obj)
+        s.memory.remove_object(obj)
+        s.object_ids.remove(obj)
+        if s.hidden is not None:
+            s.hidden = torch.cat([s.hidden[:row], s.hidden[row + 1 :]], 0)
+
+    # --- inputs and outputs ----------------------------------------------------------------
+
+    def _check_frame(self, frame: np.ndarray) -> None:
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise SegmentationInputError(f"frame must be uint8 H×W×3 RGB, got {frame.dtype} {frame.shape}")
+        size = (int(frame.shape[0]), int(frame.shape[1]))
+        if self.state.frame_size is None:
+            self.state.frame_size = size
+        elif size != self.state.frame_size:
+            raise SegmentationInputError(
+                f"frame size {size} differs from the video's {self.state.frame_size}"
+            )
+
+    def _read_mask(
+        self, mask: np.ndarray, objects: Sequence[int] | None, padding: Padding, frame_hw: tuple[int, ...]
+    ) -> MaskInput:
+        if mask.shape != tuple(frame_hw):
+            raise SegmentationInputError(f"mask size {mask.shape} differs from the frame's {tuple(frame_hw)}")
+        present = [int(v) for v in np.unique(mask) if v != 0]
+        given = sorted(set(objects)) if objects is not None else present
+        bad = [obj for obj in given if not 1 <= obj <= 255]
+        if bad:
+            raise SegmentationInputError(f"object ids must be 1..255, got {bad}")
+        labels = torch.from_numpy(mask.astype(np.int64))
+        maps = (
+            torch.stack([(labels == obj).float() for obj in given]) if given else torch.zeros(0, *mask.shape)
+        )
+        region = padding.apply((labels != 0)[None].float())[0] > 0.5
+        return MaskInput(given=given, maps=padding.apply(maps), region=region)
+
+    def _result(self, prob: Tensor, is_memory_frame: bool) -> StepResult:
+        """Reorder objects by id (state order is insertion order)."""
+        ids = self.state.object_ids
+        order = sorted(range(len(ids)), key=lambda i: ids[i])
+        index = torch.tensor([0, *[i + 1 for i in order]], dtype=torch.int64)
+        return StepResult(
+            prob=prob[index], object_ids=[ids[i] for i in order], is_memory_frame=is_memory_frame
+        )
+
+
+def normalise(frame: np.ndarray) -> Tensor:
+    """frame: uint8 H×W×3 → float32 1×3×H×W, ImageNet-normalised."""
+    x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float() / 255
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return ((x - mean) / std)[None]
+
+
+def background_only(image: Tensor) -> Tensor:
+    """Before any object: probability 1 of background → 1×Hp×Wp."""
+    return torch.ones(1, *image.shape[-2:])

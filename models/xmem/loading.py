@@ -1,0 +1,74 @@
+"""Load XMem for use: weights from the registry (or a file), and its three engines of the
+chosen kind, exported into the model repository on first use."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from models.repository import Format, default_repository, engine_dir, read_metadata
+from models.runtime import CPU_PROVIDERS, EngineKind
+from models.weights.fetch import fetch, sha256_file, weights_path
+from models.weights.registry import get_entry
+from models.xmem.checkpoint import load_xmem
+from models.xmem.export import XMemEngines, eager_engines, export_xmem, load_engines
+
+log = logging.getLogger(__name__)
+
+
+class WeightsMissingError(FileNotFoundError):
+    """XMem's weights are not in the cache; the message says how to get them."""
+
+
+def cached_weights(model: str) -> Path:
+    """The cached weights of ``model``, or ``WeightsMissingError`` saying how to fetch them.
+
+    Used where a download must not happen implicitly (a server answering requests)."""
+    path = weights_path(get_entry(model))
+    if not path.is_file():
+        raise WeightsMissingError(
+            f"{model} weights are not in the cache ({path}); run `python -m models fetch {model}` "
+            f"or pass a released checkpoint with --weights"
+        )
+    return path
+
+
+def resolve_weights(model: str, weights: Path | None, *, progress: bool = True) -> Path:
+    """``weights`` if given (XMem.pth or XMem-s012.pth), else the registry's, fetched if needed."""
+    if weights is not None:
+        if not weights.is_file():
+            raise FileNotFoundError(f"weights file not found: {weights}")
+        return weights
+    return fetch(model, progress=progress)
+
+
+def load_xmem_engines(
+    model: str,
+    weights: Path,
+    engine: EngineKind,
+    *,
+    fp16: bool = False,
+    repository: Path | None = None,
+    providers: Sequence[str] = CPU_PROVIDERS,
+) -> XMemEngines:
+    """The three engines over these weights, exporting them when missing or made from others."""
+    if engine == "eager":
+        if fp16:
+            raise ValueError("fp16 needs exported engines (torchscript or onnx)")
+        return eager_engines(load_xmem(weights))
+    fmt: Format = "onnx" if engine == "onnx" else "torchscript"
+    folder = engine_dir(repository or default_repository(), model, fmt, fp16)
+    sha = sha256_file(weights)
+    fresh = (folder / "metadata.json").is_file() and read_metadata(folder).weights_sha256 == sha
+    if not fresh:
+        log.info("%s: exporting %s engines into %s", model, fmt, folder)
+        export_xmem(
+            load_xmem(weights),
+            repository or default_repository(),
+            fmt,
+            fp16=fp16,
+            model_name=model,
+            weights_sha256=sha,
+        )
+    return load_engines(folder, engine, providers=providers)
