@@ -43,9 +43,10 @@ from torch import Tensor  # noqa: E402
 
 from models.repository import Format  # noqa: E402
 from models.rife.inference import Interpolator, to_padded  # noqa: E402
-from models.rife.loading import ensure_engine, make_runner, resolve_weights  # noqa: E402
+from models.rife.loading import ensure_engine, make_runner  # noqa: E402
 from models.rife.spec import RifeSpec, get_spec  # noqa: E402
 from models.runtime import ENGINE_KINDS, EngineKind, OnnxRunner, Runner  # noqa: E402
+from models.weights.fetch import resolve_weights  # noqa: E402
 
 T = TypeVar("T")
 

@@ -98,7 +98,8 @@ def run_interpolate(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     if args.family == "xmem":
         return run_export_xmem(args)
-    from models.rife.loading import ensure_engine, resolve_weights
+    from models.rife.loading import ensure_engine
+    from models.weights.fetch import resolve_weights
 
     if args.version is None:
         raise InterpolationInputError("export rife needs --version")
@@ -112,7 +113,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_export_xmem(args: argparse.Namespace) -> int:
     from models.repository import engine_dir
-    from models.xmem.loading import load_xmem_engines, resolve_weights
+    from models.weights.fetch import resolve_weights
+    from models.xmem.loading import load_xmem_engines
 
     weights = resolve_weights(args.model, args.weights)
     repository = args.repository or default_repository()

@@ -69,8 +69,9 @@ def read_config(path: Path | None) -> XMemConfig:
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    from models.weights.fetch import resolve_weights
     from models.xmem.inference_core import InferenceCore
-    from models.xmem.loading import load_xmem_engines, resolve_weights
+    from models.xmem.loading import load_xmem_engines
 
     frames = list_frames(args.frames)
     prompts = {p.index: p for p in args.prompt}

@@ -14,18 +14,9 @@ from models.rife.inference import Interpolator
 from models.rife.scene import DEFAULT_SCENE_CHANGE_THRESHOLD
 from models.rife.spec import get_spec
 from models.runtime import CPU_PROVIDERS, EngineKind, OnnxRunner, Runner, TorchRunner
-from models.weights.fetch import fetch, sha256_file
+from models.weights.fetch import resolve_weights, sha256_file
 
 log = logging.getLogger(__name__)
-
-
-def resolve_weights(model: str, weights: Path | None, *, progress: bool = True) -> Path:
-    """``weights`` if given (any released flownet*.pkl), else the registry's cached file."""
-    if weights is not None:
-        if not weights.is_file():
-            raise FileNotFoundError(f"weights file not found: {weights}")
-        return weights
-    return fetch(model, progress=progress)
 
 
 def ensure_engine(

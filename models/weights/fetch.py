@@ -424,6 +424,16 @@ def _manual_steps(entry: ModelEntry, dest: Path, index: str) -> str:
 # --- CLI ---------------------------------------------------------------------------------------
 
 
+def resolve_weights(model: str, weights: Path | None, *, progress: bool = True) -> Path:
+    """``weights`` if given (any released checkpoint of ``model``), else the registry's file,
+    fetched into the cache if it is not there yet."""
+    if weights is not None:
+        if not weights.is_file():
+            raise FileNotFoundError(f"weights file not found: {weights}")
+        return weights
+    return fetch(model, progress=progress)
+
+
 def fetch_main(name: str, progress: bool = True) -> int:
     """``python -m models fetch NAME``: print the cached path, or a one-line error and return 1."""
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from models.repository import Format, default_repository, engine_dir, read_metadata
 from models.runtime import CPU_PROVIDERS, EngineKind
-from models.weights.fetch import fetch, sha256_file, weights_path
+from models.weights.fetch import sha256_file, weights_path
 from models.weights.registry import get_entry
 from models.xmem.checkpoint import load_xmem
 from models.xmem.export import XMemEngines, eager_engines, export_xmem, load_engines
@@ -32,15 +32,6 @@ def cached_weights(model: str) -> Path:
             f"or pass a released checkpoint with --weights"
         )
     return path
-
-
-def resolve_weights(model: str, weights: Path | None, *, progress: bool = True) -> Path:
-    """``weights`` if given (XMem.pth or XMem-s012.pth), else the registry's, fetched if needed."""
-    if weights is not None:
-        if not weights.is_file():
-            raise FileNotFoundError(f"weights file not found: {weights}")
-        return weights
-    return fetch(model, progress=progress)
 
 
 def load_xmem_engines(
