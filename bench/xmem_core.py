@@ -19,19 +19,22 @@ frame (deterministic). Weights: the conformance README's hashed weights
 (``tests/models/xmem_support.hashed_xmem``); the released XMem.pth cannot be downloaded here.
 Timings do not depend on the weight values (the same layers run on the same shapes).
 
-Run from the repository root: ``python bench/xmem_core.py [speed|memory|all]`` (default all),
-``--help`` for the flags.
+Run from the repository root: ``python bench/xmem_core.py [speed|memory|all]`` (default all:
+each part in its own process, so the memory part's RSS is not the speed part's), ``--help``
+for the flags.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import importlib.metadata
 import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -135,6 +138,12 @@ class EnginePool:
             self.loaded[kind] = load_kind(kind, self.repository)
             print(f"  loaded {kind}: {setup_cell(self.loaded[kind])}", flush=True)
         return self.loaded[kind]
+
+    def release(self, kinds: Sequence[EngineKind]) -> None:
+        """Drop engines no longer needed, so they do not sit in the RSS being watched."""
+        for kind in kinds:
+            self.loaded.pop(kind, None)
+        gc.collect()
 
 
 def load_kind(kind: EngineKind, repository: Path) -> LoadedEngines:
@@ -344,6 +353,7 @@ class StreamLog:
     rows: list[MemoryRow] = field(default_factory=list)
     peak_work: int = 0
     peak_long: int = 0
+    first_removal: int | None = None  # the frame whose step first dropped long-term elements
     window_ms: list[float] = field(default_factory=list)
 
 
@@ -395,6 +405,8 @@ def run_stream(core: InferenceCore, source: FrameSource, plan: StreamPlan) -> St
         log.window_ms.append(planned_step(core, source, t, plan))
         log.peak_work = max(log.peak_work, core.state.memory.work.size)
         log.peak_long = max(log.peak_long, core.state.memory.long.size)
+        if log.first_removal is None and core.state.memory.long_term_removals:
+            log.first_removal = t
         if (t + 1) % plan.record_every == 0 or t + 1 == plan.frames:
             row = record(core, log, t + 1)
             print(
@@ -431,6 +443,7 @@ def choose_engine(args: argparse.Namespace, pool: EnginePool, size: tuple[int, i
     for kind, _, ms in probes:
         print(f"  probe {kind:<11} {size[0]}×{size[1]}: {ms:.0f} ms/frame", flush=True)
     fastest = min(probes, key=lambda p: p[2])
+    pool.release([kind for kind in kinds if kind != fastest[0]])
     return MemoryChoice(fastest[0], size, probes, "")
 
 
@@ -491,17 +504,40 @@ def row_at(rows: list[MemoryRow], frames_done: int) -> MemoryRow:
     return next((r for r in rows if r.frames_done >= frames_done), rows[-1])
 
 
+def rss_line(early: MemoryRow, last: MemoryRow) -> str:
+    """RSS growth against the memories' own growth: what is left over would be a leak."""
+    growth = (last.rss_bytes - early.rss_bytes) / MIB
+    own = (last.work_bytes + last.long_bytes - early.work_bytes - early.long_bytes) / MIB
+    flat = growth - own <= 0.05 * early.rss_bytes / MIB
+    return (
+        f"- RSS after {early.frames_done} frames {early.rss_bytes / MIB:.0f} MiB, after "
+        f"{last.frames_done} frames {last.rss_bytes / MIB:.0f} MiB ({growth:+.1f} MiB; the memories' own "
+        f"bytes {own:+.1f} MiB): "
+        + ("flat — no growth beyond the memories (5 % margin)." if flat else "**grows beyond the memories**.")
+    )
+
+
+def cap_line(log: StreamLog, config: XMemConfig, plan: StreamPlan) -> str:
+    if log.first_removal is None:
+        return (
+            f"- The long-term cap ({config.max_long_term_elements}) was not reached in {plan.frames} frames "
+            "(each consolidation adds up to P prototypes whatever the frame size); more frames or "
+            "`--long-term-cap` show removal."
+        )
+    return (
+        f"- Long-term removal first ran on frame {log.first_removal} (each consolidation adds up to "
+        f"P = {config.num_prototypes} prototypes whatever the frame size, so the cap's frame does not "
+        "depend on the resolution)."
+    )
+
+
 def verdict(log: StreamLog, config: XMemConfig, size: tuple[int, int], plan: StreamPlan) -> str:
     early, last = row_at(log.rows, plan.add_at), log.rows[-1]
     work_cap = config.max_mid_term_frames * frame_elements(size)
-    growth = (last.rss_bytes - early.rss_bytes) / MIB
     bounded = log.peak_work <= work_cap and log.peak_long <= config.max_long_term_elements
-    flat = abs(growth) <= 0.05 * early.rss_bytes / MIB
     return "\n".join(
         [
-            f"- RSS after {early.frames_done} frames {early.rss_bytes / MIB:.0f} MiB, after "
-            f"{last.frames_done} frames {last.rss_bytes / MIB:.0f} MiB ({growth:+.1f} MiB): "
-            + ("flat (within 5 %)." if flat else "**not flat** (more than 5 % apart)."),
+            rss_line(early, last),
             f"- Peak working memory {log.peak_work} elements (cap T_max × h·w = "
             f"{config.max_mid_term_frames} × {frame_elements(size)} = {work_cap}); peak long-term "
             f"{log.peak_long} elements (cap {config.max_long_term_elements}): "
@@ -509,6 +545,7 @@ def verdict(log: StreamLog, config: XMemConfig, size: tuple[int, int], plan: Str
             f"- {last.consolidations} consolidations and {last.removals} long-term removals; objects at the "
             f"end {last.objects} (object 3 added at frame {plan.add_at}, object 1 removed at frame "
             f"{plan.remove_at}).",
+            cap_line(log, config, plan),
         ]
     )
 
@@ -721,17 +758,31 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def run_apart(argv: Sequence[str]) -> int:
+    """``all``: each part in its own process, so the memory part's RSS starts clean."""
+    rest = [a for a in argv if a != "all"]
+    for part in ("speed", "memory"):
+        code = subprocess.call([sys.executable, str(Path(__file__).resolve()), part, *rest])
+        if code:
+            return code
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.part == "all":
+        code = run_apart(argv)
+        print(f"total {time.perf_counter() - start:.0f} s")
+        return code
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="vidserve-bench-") as repository:
         pool = EnginePool(Path(repository))
-        if args.part in ("speed", "all"):
+        if args.part == "speed":
             publish(args.output, SPEED_SECTION, run_speed(args, pool, argv))
-        if args.part in ("memory", "all"):
+        else:
             publish(args.output, MEMORY_SECTION, run_memory(args, pool, argv))
     print(f"total {time.perf_counter() - start:.0f} s")
     return 0
