@@ -156,3 +156,19 @@ def test_bad_inputs_are_refused(tmp_path_factory: pytest.TempPathFactory) -> Non
         core.step(np.zeros((48, 32, 3), np.uint8))
     with pytest.raises(SegmentationInputError, match="uint8"):
         core.step(frame.astype(np.float32))
+
+
+def test_deep_update_every_n_frames_lands_on_memory_frames(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Out of sync (deep_update_every 7, mem_every 2), as in the reference the deep update
+    happens on the first memory frame at least 7 frames after the last one: 0, 8, 16."""
+    core = InferenceCore(
+        xmem_engines("eager", tmp_path_factory), XMemConfig(mem_every=2, deep_update_every=7)
+    )
+    frames = _tiny_frames(18, 32)
+    deep_updates = []
+    for t, frame in enumerate(frames):
+        result = core.step(frame, _square_mask(32, 1, 0, 0)) if t == 0 else core.step(frame)
+        assert result.is_memory_frame == (t % 2 == 0)
+        if core.state.last_deep_update == t:
+            deep_updates.append(t)
+    assert deep_updates == [0, 8, 16]
