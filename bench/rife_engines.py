@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
-import os
-import platform
 import shlex
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -39,6 +36,7 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+from report import device_line, split, timed, versions, write_section  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from models.repository import Format  # noqa: E402
@@ -52,7 +50,6 @@ T = TypeVar("T")
 
 MODEL = "rife-4.0"
 SECTION = "rife_engines"
-FILE_HEADER = "# Benchmarks — written by scripts in bench/; do not edit by hand\n"
 # the second frame is the first one's view moved by this many pixels (x, y): small motion
 SHIFT_XY = (4, 2)
 KINDS: dict[str, EngineKind] = {kind: kind for kind in ENGINE_KINDS}
@@ -154,10 +151,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def size_cases(text: str) -> list[SizeCase]:
     unknown = [name for name in split(text) if name not in SIZES]
     if unknown:
@@ -196,12 +189,6 @@ def padded_inputs(spec: RifeSpec, size: SizeCase, batch: int) -> tuple[Tensor, T
     img1 = to_padded(frame1, padded_hw).repeat(batch, 1, 1, 1)
     timestep = torch.tensor([i / (batch + 1) for i in range(1, batch + 1)], dtype=torch.float32)
     return img0, img1, timestep
-
-
-def timed(fn: Callable[[], T]) -> tuple[T, float]:
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
 
 
 def load_engine(case: EngineCase, weights: Path, repository: Path) -> LoadedEngine:
@@ -278,24 +265,6 @@ def setup_table(engines: list[LoadedEngine]) -> str:
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or platform.machine()
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.machine()
-
-
-def os_name() -> str:
-    try:
-        release = Path("/etc/os-release").read_text().splitlines()
-    except OSError:
-        return platform.platform()
-    pretty = [line.split("=", 1)[1].strip('"') for line in release if line.startswith("PRETTY_NAME=")]
-    return f"{pretty[0] if pretty else platform.system()}, kernel {platform.release()}"
-
-
 def ort_threads(engines: list[LoadedEngine]) -> str:
     """The ONNX sessions' intra-op thread setting; 0 means ORT chose its default pool size."""
     for e in engines:
@@ -305,26 +274,12 @@ def ort_threads(engines: list[LoadedEngine]) -> str:
     return "n/a (no ONNX engine run)"
 
 
-def versions() -> str:
-    def v(dist: str) -> str:
-        return importlib.metadata.version(dist)
-
-    return (
-        f"Python {platform.python_version()}, torch {torch.__version__}, "
-        f"onnxruntime-gpu {v('onnxruntime-gpu')} (CPU provider), numpy {np.__version__}, "
-        f"Pillow {v('pillow')}, scikit-image {v('scikit-image')}; "
-        f"{os_name()}"
-    )
-
-
 def environment(engines: list[LoadedEngine], argv: Sequence[str], wall_s: float) -> str:
-    cores = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     command = shlex.join(["python", "bench/rife_engines.py", *argv])
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join(
         [
-            f"- Device: {cpu_model()}, {cores} logical cores ({usable} usable); no GPU.",
+            device_line(),
             f"- Threads: torch {torch.get_num_threads()} (default), ORT intra-op {ort_threads(engines)}.",
             f"- Versions: {versions()}.",
             f"- Command: `{command}` (run from the repository root), {date}; whole run {wall_s:.0f} s.",
@@ -354,24 +309,6 @@ def section(
     )
 
 
-def replace_section(text: str, body: str) -> str:
-    """``text`` with this script's marked section replaced, or appended when it has none."""
-    begin, end = f"<!-- bench:{SECTION} -->", f"<!-- /bench:{SECTION} -->"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        tail = rest.split(end, 1)[1]
-        return f"{head}{begin}\n{body}\n{end}{tail}"
-    start = text.rstrip("\n") if text.strip() else FILE_HEADER.rstrip("\n")
-    return f"{start}\n\n{begin}\n{body}\n{end}\n"
-
-
-def write_section(path: Path, body: str) -> None:
-    old = path.read_text() if path.is_file() else ""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(replace_section(old, body))
-    os.replace(tmp, path)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -386,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     body = section(rows, engines, args, argv, time.perf_counter() - start)
     print()
     print(body)
-    write_section(args.output, body)
+    write_section(args.output, SECTION, body)
     print(f"\nwrote {args.output}; total {time.perf_counter() - start:.0f} s")
     return 0
 

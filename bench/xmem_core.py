@@ -29,16 +29,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import importlib.metadata
 import os
-import platform
 import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -51,6 +49,7 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+from report import device_line, split, timed, versions, write_section  # noqa: E402
 
 from models.repository import Format  # noqa: E402
 from models.runtime import ENGINE_KINDS, EngineKind, OnnxRunner  # noqa: E402
@@ -61,7 +60,6 @@ from tests.models.xmem_support import hashed_xmem  # noqa: E402
 
 T = TypeVar("T")
 
-FILE_HEADER = "# Benchmarks — written by scripts in bench/; do not edit by hand\n"
 SPEED_SECTION, MEMORY_SECTION = "xmem_speed", "xmem_memory"
 KINDS: dict[str, EngineKind] = {kind: kind for kind in ENGINE_KINDS}
 PAN_MARGIN = 16  # frames pan within ±this many pixels of the photograph's centre
@@ -160,12 +158,6 @@ def load_kind(kind: EngineKind, repository: Path) -> LoadedEngines:
 def setup_cell(loaded: LoadedEngines) -> str:
     export = "no export" if loaded.export_s is None else f"export {loaded.export_s:.1f} s"
     return f"{export}, load {loaded.load_s:.2f} s"
-
-
-def timed(fn: Callable[[], T]) -> tuple[T, float]:
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
 
 
 # --- speed ---------------------------------------------------------------------------------
@@ -600,24 +592,6 @@ class RunInfo:
     load_end: tuple[float, float, float]
 
 
-def cpu_model() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or platform.machine()
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.machine()
-
-
-def os_name() -> str:
-    try:
-        release = Path("/etc/os-release").read_text().splitlines()
-    except OSError:
-        return platform.platform()
-    pretty = [line.split("=", 1)[1].strip('"') for line in release if line.startswith("PRETTY_NAME=")]
-    return f"{pretty[0] if pretty else platform.system()}, kernel {platform.release()}"
-
-
 def ort_threads(loaded: Sequence[LoadedEngines]) -> str:
     """The ONNX sessions' intra-op thread setting; 0 means ORT chose its default pool size."""
     for e in loaded:
@@ -627,29 +601,16 @@ def ort_threads(loaded: Sequence[LoadedEngines]) -> str:
     return "n/a (no ONNX engine run)"
 
 
-def versions() -> str:
-    def v(dist: str) -> str:
-        return importlib.metadata.version(dist)
-
-    return (
-        f"Python {platform.python_version()}, torch {torch.__version__}, "
-        f"onnxruntime-gpu {v('onnxruntime-gpu')} (CPU provider), numpy {np.__version__}, "
-        f"Pillow {v('pillow')}, scikit-image {v('scikit-image')}; {os_name()}"
-    )
-
-
 def loads(values: tuple[float, float, float]) -> str:
     return ", ".join(f"{v:.2f}" for v in values)
 
 
 def environment(loaded: Sequence[LoadedEngines], run: RunInfo) -> str:
-    cores = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     command = shlex.join(["python", "bench/xmem_core.py", *run.argv])
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join(
         [
-            f"- Device: {cpu_model()}, {cores} logical cores ({usable} usable); no GPU.",
+            device_line(),
             f"- Threads: torch {torch.get_num_threads()}, ORT intra-op {ort_threads(loaded)}.",
             f"- Versions: {versions()}.",
             f"- Command: `{command}` (run from the repository root), {date}; this part {run.wall_s:.0f} s.",
@@ -657,25 +618,6 @@ def environment(loaded: Sequence[LoadedEngines], run: RunInfo) -> str:
             "(other jobs share these cores; above the core count, expect noise).",
         ]
     )
-
-
-def replace_section(text: str, name: str, body: str) -> str:
-    """``text`` with section ``name`` replaced, or appended when it has none."""
-    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        tail = rest.split(end, 1)[1]
-        return f"{head}{begin}\n{body}\n{end}{tail}"
-    start = text.rstrip("\n") if text.strip() else FILE_HEADER.rstrip("\n")
-    return f"{start}\n\n{begin}\n{body}\n{end}\n"
-
-
-def write_section(path: Path, name: str, body: str) -> None:
-    """Re-read the file just before writing: other benchmarks may have written meanwhile."""
-    old = path.read_text() if path.is_file() else ""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(replace_section(old, name, body))
-    os.replace(tmp, path)
 
 
 def publish(path: Path, name: str, body: str) -> None:
@@ -686,10 +628,6 @@ def publish(path: Path, name: str, body: str) -> None:
 
 
 # --- command line --------------------------------------------------------------------------
-
-
-def split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def engine_kinds(text: str) -> list[EngineKind]:
