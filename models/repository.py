@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -75,6 +76,13 @@ def engine_dir(repository: Path, model: str, fmt: Format, fp16: bool) -> Path:
 
 def read_metadata(folder: Path) -> EngineMetadata:
     return EngineMetadata.from_json((folder / "metadata.json").read_text())
+
+
+def is_current(folder: Path, weights_sha256: str, files: Sequence[str]) -> bool:
+    """Whether ``folder`` holds ``files`` exported from the weights with this sha256."""
+    if not (folder / "metadata.json").is_file() or not all((folder / f).is_file() for f in files):
+        return False
+    return read_metadata(folder).weights_sha256 == weights_sha256
 
 
 def write_metadata(folder: Path, metadata: EngineMetadata) -> Path:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from models.repository import ENGINE_FILES, Format, default_repository, engine_dir, read_metadata
+from models.repository import ENGINE_FILES, Format, default_repository, engine_dir, is_current
 from models.rife.checkpoint import load_ifnet
 from models.rife.export import export_rife
 from models.rife.inference import Interpolator
@@ -26,10 +26,9 @@ def ensure_engine(
     repository = repository or default_repository()
     folder = engine_dir(repository, model, fmt, fp16)
     sha = sha256_file(weights)
-    if (folder / "metadata.json").is_file() and (folder / ENGINE_FILES[fmt]).is_file():
-        if read_metadata(folder).weights_sha256 == sha:
-            return folder / ENGINE_FILES[fmt]
-        log.info("%s: engine in %s was exported from other weights; exporting again", model, folder)
+    if is_current(folder, sha, [ENGINE_FILES[fmt]]):
+        return folder / ENGINE_FILES[fmt]
+    log.info("%s: exporting the %s engine into %s", model, fmt, folder)
     spec = get_spec(model)
     folder, metadata = export_rife(
         load_ifnet(weights, spec), spec, repository, fmt, fp16=fp16, model_name=model, weights_sha256=sha

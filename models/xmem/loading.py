@@ -7,12 +7,13 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from models.repository import Format, default_repository, engine_dir, read_metadata
+from models.repository import Format, default_repository, engine_dir, is_current
 from models.runtime import CPU_PROVIDERS, EngineKind
 from models.weights.fetch import sha256_file, weights_path
 from models.weights.registry import get_entry
 from models.xmem.checkpoint import load_xmem
-from models.xmem.export import XMemEngines, eager_engines, export_xmem, load_engines
+from models.xmem.engines import ENGINE_NAMES
+from models.xmem.export import SUFFIXES, XMemEngines, eager_engines, export_xmem, load_engines
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ def load_xmem_engines(
     fmt: Format = "onnx" if engine == "onnx" else "torchscript"
     folder = engine_dir(repository or default_repository(), model, fmt, fp16)
     sha = sha256_file(weights)
-    fresh = (folder / "metadata.json").is_file() and read_metadata(folder).weights_sha256 == sha
-    if not fresh:
+    if not is_current(folder, sha, [f"{name}{SUFFIXES[fmt]}" for name in ENGINE_NAMES]):
         log.info("%s: exporting %s engines into %s", model, fmt, folder)
         export_xmem(
             load_xmem(weights),

@@ -17,7 +17,8 @@ from models.repository import read_metadata
 from models.xmem.export import ONNX_OPSET, XMemEngines, eager_engines, export_xmem, load_engines
 from models.xmem.modules import aggregate
 from models.xmem.network import XMem, others_of
-from tests.models.test_xmem_network import hashed_xmem, max_diff, unit, unit_image, unit_masks
+from tests.models.test_xmem_network import max_diff, unit, unit_image, unit_masks
+from tests.models.xmem_support import hashed_xmem, xmem_engine_params
 
 # why: the conformance README's bound for float32 engines; ONNX Runtime's CPU provider
 # measured ≤ 7e-6 from the vectors here (eager ≤ 3e-5), so it is held to the same bound
@@ -27,11 +28,7 @@ FP16_TOLERANCE = 3e-2
 HAS_ONNX = (
     importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
 )
-KINDS = [
-    pytest.param("eager"),
-    pytest.param("torchscript"),
-    pytest.param("onnx", marks=pytest.mark.skipif(not HAS_ONNX, reason="onnx and onnxruntime are needed")),
-]
+KINDS = xmem_engine_params()
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +37,8 @@ def vectors(conformance_dir: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def net(conformance_dir: Path) -> XMem:
-    return hashed_xmem(conformance_dir)
+def net() -> XMem:
+    return hashed_xmem()
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +205,7 @@ def other_size(net: XMem) -> Case:
 
 
 # eager is the reference here (and has no traced shapes to outgrow)
-@pytest.mark.parametrize("kind", [k for k in KINDS if k.values[0] != "eager"])
+@pytest.mark.parametrize("kind", xmem_engine_params(exported_only=True))
 def test_dynamic_sizes_frames_and_rows(kind: str, engines: dict[str, XMemEngines], other_size: Case) -> None:
     """Exported engines at another size and other frame/row counts equal the eager engines."""
     run = engines[kind]

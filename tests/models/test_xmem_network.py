@@ -18,6 +18,7 @@ from models.xmem.config import XMemConfig, XMemConfigError
 from models.xmem.modules import ChannelGate, HiddenUpdater, aggregate
 from models.xmem.network import XMem, normalize, others_of
 from tests.hashed_weights import xmem_hashed_state_dict
+from tests.models.xmem_support import hashed_xmem
 
 # why: the conformance README's bound for float32 implementations
 TOLERANCE = 1e-4
@@ -34,12 +35,6 @@ def tsv_entries(conformance_dir: Path) -> list[tuple[str, tuple[int, ...], torch
         dims = () if shape == "scalar" else tuple(int(d) for d in shape.split("x"))
         entries.append((name, dims, DTYPES[dtype]))
     return entries
-
-
-def hashed_xmem(conformance_dir: Path) -> XMem:
-    """XMem with the README's hashed weights, built from the TSV through the real loader."""
-    shapes = {name: (shape, dtype) for name, shape, dtype in tsv_entries(conformance_dir)}
-    return load_xmem(xmem_hashed_state_dict(shapes))
 
 
 def unit_image(vectors: Any) -> Tensor:
@@ -69,8 +64,8 @@ def vectors(conformance_dir: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def net(conformance_dir: Path) -> XMem:
-    return hashed_xmem(conformance_dir)
+def net() -> XMem:
+    return hashed_xmem()
 
 
 # --- the tensor layout ---------------------------------------------------------------
@@ -84,6 +79,13 @@ def test_state_dict_is_the_reference_layout(conformance_dir: Path) -> None:
     assert ours == tsv_entries(conformance_dir)
     assert len(ours) == 412
     assert expected_shapes() == {name: shape for name, shape, _ in tsv_entries(conformance_dir)}
+
+
+def test_hashed_weights_from_the_tsv_load_strict(conformance_dir: Path, net: XMem) -> None:
+    """The recipe applied to the TSV's list loads, and gives the same tensors as the fixture's."""
+    layout = {name: (shape, dtype) for name, shape, dtype in tsv_entries(conformance_dir)}
+    from_tsv = load_xmem(xmem_hashed_state_dict(layout)).state_dict()
+    assert all(torch.equal(from_tsv[k], v) for k, v in net.state_dict().items())
 
 
 def test_parameter_count_is_the_papers() -> None:

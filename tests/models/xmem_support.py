@@ -16,15 +16,14 @@ from models.xmem.network import XMem
 from tests.hashed_weights import xmem_hashed_state_dict
 
 
-def xmem_engine_params() -> list[object]:
+def xmem_engine_params(*, exported_only: bool = False) -> list[object]:
     """Each engine kind as a pytest param, skipped with a reason where its library is missing."""
     has_onnx = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
     reason = "onnxruntime and onnx are needed for the ONNX engines"
-    return [
-        pytest.param("eager"),
-        pytest.param("torchscript"),
-        pytest.param("onnx", marks=pytest.mark.skipif(not has_onnx, reason=reason)),
-    ]
+    params: list[object] = [] if exported_only else [pytest.param("eager")]
+    params.append(pytest.param("torchscript"))
+    params.append(pytest.param("onnx", marks=pytest.mark.skipif(not has_onnx, reason=reason)))
+    return params
 
 
 @cache
