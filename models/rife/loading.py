@@ -7,13 +7,15 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from models.repository import ENGINE_FILES, Format, default_repository, engine_dir, is_current
 from models.rife.checkpoint import load_ifnet
 from models.rife.export import export_rife
 from models.rife.inference import Interpolator
 from models.rife.scene import DEFAULT_SCENE_CHANGE_THRESHOLD
 from models.rife.spec import get_spec
-from models.runtime import CPU_PROVIDERS, EngineKind, OnnxRunner, Runner, TorchRunner
+from models.runtime import CPU_PROVIDERS, EngineKind, OnnxRunner, ProviderSpec, Runner, TorchRunner
 from models.weights.fetch import resolve_weights, sha256_file
 
 log = logging.getLogger(__name__)
@@ -43,17 +45,19 @@ def make_runner(
     *,
     fp16: bool = False,
     repository: Path | None = None,
-    providers: Sequence[str] = CPU_PROVIDERS,
+    providers: Sequence[ProviderSpec] = CPU_PROVIDERS,
+    device: torch.device | str = "cpu",
 ) -> Runner:
-    """One runner of the chosen kind over IFNet with these weights."""
+    """One runner of the chosen kind over IFNet with these weights; ``device`` is for the
+    torch kinds (ONNX Runtime places itself by its providers)."""
     if engine == "eager":
         if fp16:
             raise ValueError("fp16 needs an exported engine (torchscript or onnx)")
-        return TorchRunner(load_ifnet(weights, get_spec(model)), "eager")
+        return TorchRunner(load_ifnet(weights, get_spec(model)), "eager", device=device)
     path = ensure_engine(model, weights, engine, fp16=fp16, repository=repository)
     if engine == "onnx":
         return OnnxRunner(path, providers)
-    return TorchRunner.load_torchscript(path, half_inputs=(0, 1) if fp16 else ())
+    return TorchRunner.load_torchscript(path, half_inputs=(0, 1) if fp16 else (), device=device)
 
 
 def load_interpolator(

@@ -1,0 +1,1 @@
+"""HTTP and websocket routes, versioned under /v1."""

@@ -1,0 +1,33 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from server.api.deps import State
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Engines are loaded and warmed; which providers really run")
+async def readyz(state: State) -> JSONResponse:
+    engines = [service.engine.describe() for service in state.interpolation.values()]
+    body = {
+        "ready": state.ready,
+        "error": state.load_error,
+        "models": state.settings.models,
+        "engines": engines,
+    }
+    return JSONResponse(body, status_code=200 if state.ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(state: State) -> Response:
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,273 @@
+"""``/v1/sessions/{id}/stream``: the websocket a live client streams frames over.
+
+The protocol is written down in docs/protocol.md; the close codes are ``CloseCode``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.rife.inference import InterpolationInputError
+from server.media import MediaError, decode_image, encode_image
+from server.scheduler import Cancelled, Overloaded
+from server.sessions import InterpolationSession, SessionExpired, SessionNotFound, SessionState
+from server.state import ServerState
+from server.tasks.interpolation import Interpolated
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["sessions"])
+MAX_REASON_BYTES = 123  # why: RFC 6455 §5.5 caps a close frame's payload at 125 bytes, 2 of them the code
+
+
+class CloseCode(enum.IntEnum):
+    NORMAL = 1000  # the session was deleted, or the client said goodbye
+    GOING_AWAY = 1001  # the server is shutting down
+    INTERNAL_ERROR = 1011  # a server bug; the session may be retried
+    TRY_AGAIN_LATER = 1013  # overloaded: the frame named in the last error was not run
+    UNKNOWN_SESSION = 4404  # no such session
+    ALREADY_STREAMING = 4409  # another websocket is attached to this session
+    SESSION_GONE = 4410  # the session expired (idle TTL) or was closed
+
+
+class FrameHeader(BaseModel):
+    """The optional text message before a frame's bytes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = "frame"
+    frame_index: int | None = Field(None, ge=0, description="the client's frame number; default previous + 1")
+    pts: float | None = Field(None, description="presentation time of the frame, in the client's units")
+
+
+class FrameError(Exception):
+    """A frame that cannot be used; the stream goes on."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@router.websocket("/v1/sessions/{session_id}/stream")
+async def stream(ws: WebSocket, session_id: str) -> None:
+    state: ServerState = ws.app.state.server
+    await ws.accept()  # why before any check: a close code with a reason needs an open socket
+    try:
+        session = state.sessions.get(session_id)
+    except SessionNotFound as exc:
+        await close(ws, CloseCode.UNKNOWN_SESSION, str(exc))
+        return
+    except SessionExpired as exc:
+        await close(ws, CloseCode.SESSION_GONE, str(exc))
+        return
+    if session.core.state is SessionState.STREAMING:
+        await close(ws, CloseCode.ALREADY_STREAMING, "another stream is attached to this session")
+        return
+    if not isinstance(session, InterpolationSession):
+        await close(ws, CloseCode.UNKNOWN_SESSION, f"session {session_id} is not an interpolation session")
+        return
+    session.core.state = SessionState.STREAMING
+    try:
+        await InterpolationStream(state, ws, session).run()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        if session.core.state is SessionState.STREAMING:
+            session.core.state = SessionState.OPEN
+        session.core.touch()
+
+
+async def close(ws: WebSocket, code: int, reason: str) -> None:
+    encoded = reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+    with contextlib.suppress(RuntimeError):  # already closed by the client
+        await ws.close(code, encoded)
+
+
+class InterpolationStream:
+    """One attached websocket: frames in, in-between frames out, in order."""
+
+    def __init__(self, state: ServerState, ws: WebSocket, session: InterpolationSession) -> None:
+        self.state = state
+        self.ws = ws
+        self.session = session
+        self.header: FrameHeader | None = None  # applies to the next binary message
+        self.last_index: int | None = None  # the last frame_index received, good or bad
+
+    async def run(self) -> None:
+        await self.ws.send_json({"type": "session", **self.session.public()})
+        while True:
+            message = await self.receive()
+            if message is None or message["type"] == "websocket.disconnect":
+                return
+            text, data = message.get("text"), message.get("bytes")
+            if isinstance(text, str):
+                await self.on_text(text)
+            elif isinstance(data, bytes) and not await self.on_frame(data):
+                return
+
+    async def receive(self) -> MutableMapping[str, Any] | None:
+        """The next message, or None once the session was closed (and the socket with it)."""
+        receive = asyncio.ensure_future(self.ws.receive())
+        closed = asyncio.ensure_future(self.session.core.closed.wait())
+        await asyncio.wait({receive, closed}, return_when=asyncio.FIRST_COMPLETED)
+        if receive.done():
+            closed.cancel()
+            return receive.result()
+        receive.cancel()
+        await close(self.ws, *self.close_code())
+        return None
+
+    def close_code(self) -> tuple[int, str]:
+        core = self.session.core
+        if not self.state.accepting:
+            return CloseCode.GOING_AWAY, "server shutting down"
+        if core.state is SessionState.CLOSED:
+            return CloseCode.NORMAL, f"session {core.closed_reason}"
+        return CloseCode.SESSION_GONE, f"session expired: {core.closed_reason}"
+
+    async def on_text(self, text: str) -> None:
+        try:
+            header = FrameHeader.model_validate(json.loads(text))
+        except json.JSONDecodeError as exc:
+            await self.send_error(None, "invalid_json", f"text message is not JSON: {exc}")
+            return
+        except ValidationError as exc:
+            await self.send_error(None, "invalid_message", _summary(exc))
+            return
+        if header.type != "frame":
+            await self.send_error(None, "invalid_message", f"unknown message type {header.type!r}")
+            return
+        self.header = header
+
+    def next_frame(self) -> tuple[int, float | None]:
+        """This frame's index and pts: from the header before it, else the previous index + 1."""
+        header, self.header = self.header, None
+        given = header.frame_index if header else None
+        index = given if given is not None else (0 if self.last_index is None else self.last_index + 1)
+        return index, header.pts if header else None
+
+    def check_order(self, index: int) -> None:
+        previous = self.last_index
+        if previous is not None and index <= previous:
+            raise FrameError("frame_index_not_increasing", f"frame_index {index} is not after {previous}")
+        self.last_index = index
+
+    async def on_frame(self, data: bytes) -> bool:
+        """Answer one frame with its results or with an error naming it; False ends the stream."""
+        core = self.session.core
+        core.frames_in += 1
+        core.in_flight += 1
+        core.touch()
+        started = time.perf_counter()
+        index, pts = self.next_frame()
+        try:
+            self.check_order(index)
+            results = await self.interpolate(index, pts, data)
+            await self.send_frame_done(index, results, time.perf_counter() - started)
+            self.count("ok")
+            return True
+        except (FrameError, MediaError, InterpolationInputError) as exc:
+            code = getattr(exc, "code", "invalid_argument")
+            await self.fail(index, code, str(exc), "client_error")
+            return True
+        except Overloaded as exc:
+            await self.fail(index, "overloaded", f"{exc}; the frame was not run, resend it", "overloaded")
+            await close(self.ws, CloseCode.TRY_AGAIN_LATER, "overloaded: reconnect and resend the frame")
+            return False
+        except Cancelled as exc:
+            await self.fail(index, "session_closed", str(exc), "cancelled")
+            return True
+        except WebSocketDisconnect:
+            raise
+        except Exception:
+            log.exception("session %s: frame %s failed", self.session.id, index)
+            await self.fail(index, "internal_error", "internal error; see the server log", "server_error")
+            return True
+        finally:
+            core.in_flight -= 1
+            core.touch()
+
+    async def interpolate(self, index: int, pts: float | None, data: bytes) -> list[Interpolated]:
+        """Decode the frame; unless it is the first, return the pair's in-between frames."""
+        session = self.session
+        service = self.state.interpolation_service(session.model)
+        pixels = await asyncio.to_thread(decode_image, data, self.state.settings.max_pixels)
+        if session.size is not None and pixels.shape[:2] != session.size:
+            raise FrameError(
+                "size_mismatch", f"frame is {pixels.shape[1]}×{pixels.shape[0]}, the session's frames are "
+                f"{session.size[1]}×{session.size[0]}",
+            )  # fmt: skip
+        prepared = await asyncio.to_thread(service.prepare, pixels, session.scale)
+        results: list[Interpolated] = []
+        if session.previous is not None:
+            results = await service.interpolate(
+                session.id, session.previous, prepared, session.timesteps, session.scene_change_threshold
+            )
+            await self.send_results(index, pts, results)
+        session.size = (pixels.shape[0], pixels.shape[1])
+        session.previous, session.previous_index, session.previous_pts = prepared, index, pts
+        return results
+
+    async def send_results(self, index: int, pts: float | None, results: list[Interpolated]) -> None:
+        session = self.session
+        fmt = session.output_format
+        encoded = await asyncio.to_thread(lambda: [encode_image(r.frame, fmt) for r in results])
+        for part, (result, data) in enumerate(zip(results, encoded, strict=True)):
+            header = {
+                "type": "result",
+                "frame_index": index,
+                "source": [session.previous_index, index],
+                "timestep": result.timestep,
+                "pts": _between(session.previous_pts, pts, result.timestep),
+                "scene_change": result.scene_change,
+                "part": part,
+                "parts": len(results),
+                "format": fmt,
+                "bytes": len(data),
+            }
+            await self.ws.send_json(header)
+            await self.ws.send_bytes(data)
+        session.outputs += len(results)
+        session.scene_changes += int(any(r.scene_change for r in results))
+
+    async def send_frame_done(self, index: int, results: list[Interpolated], seconds: float) -> None:
+        self.session.core.frames_done += 1
+        await self.ws.send_json(
+            {
+                "type": "frame_done",
+                "frame_index": index,
+                "results": len(results),
+                "scene_change": any(r.scene_change for r in results),
+                "ms": round(seconds * 1000, 2),
+            }
+        )
+
+    async def fail(self, index: int, code: str, message: str, outcome: str) -> None:
+        self.session.core.frames_failed += 1
+        self.count(outcome)
+        await self.send_error(index, code, message)
+
+    async def send_error(self, index: int | None, code: str, message: str) -> None:
+        await self.ws.send_json({"type": "error", "frame_index": index, "code": code, "message": message})
+
+    def count(self, outcome: str) -> None:
+        self.state.metrics.frames.labels(self.session.task, outcome).inc()
+
+
+def _between(pts0: float | None, pts1: float | None, timestep: float) -> float | None:
+    if pts0 is None or pts1 is None:
+        return None
+    return pts0 + timestep * (pts1 - pts0)
+
+
+def _summary(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())

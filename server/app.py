@@ -1,0 +1,149 @@
+"""The FastAPI app: routes, error handlers, and the life cycle (load engines in the
+background, expire idle sessions, shut down in order)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+
+from server import __version__
+from server.api import errors, health, interpolate, sessions, stream
+from server.engines import load_rife_engine
+from server.metrics import Metrics
+from server.scheduler import SchedulerConfig
+from server.sessions import SessionState, SessionStore
+from server.sessions.store import Session
+from server.settings import Settings
+from server.state import ServerState
+from server.tasks.interpolation import InterpolationService
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    state = ServerState(settings, Metrics(), SessionStore(settings.max_sessions, settings.session_ttl_s))
+    app = FastAPI(
+        title="vidserve",
+        version=__version__,
+        summary="Real-time video inference: RIFE frame interpolation and XMem segmentation",
+        lifespan=lifespan,
+    )
+    app.state.server = state
+    for module in (health, interpolate, sessions, stream):
+        app.include_router(module.router)
+    errors.install(app)
+    app.middleware("http")(count_requests)
+    _register_gauges(state)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServerState = app.state.server
+    state.sessions.on_close.append(lambda session: _cancel_queued(state, session))
+    loader = asyncio.create_task(load_models(state), name="load-models")
+    reaper = asyncio.create_task(reap_idle_sessions(state), name="reap-sessions")
+    try:
+        yield
+    finally:
+        await shutdown(state, loader, reaper)
+
+
+async def load_models(state: ServerState) -> None:
+    """Load, export if needed, and warm every configured engine; then report ready."""
+    settings = state.settings
+    config = SchedulerConfig(
+        settings.max_batch_size, settings.max_queue_delay_ms / 1000, settings.max_queue_size
+    )
+    try:
+        for model in settings.models:
+            engine, spec = await asyncio.to_thread(load_rife_engine, settings, model)
+            service = InterpolationService(spec, engine, config, state.metrics.batch_observer(model))
+            service.scheduler.start()
+            state.interpolation[model] = service
+            _record_engine(state, service)
+    except Exception as exc:
+        state.load_error = f"{type(exc).__name__}: {exc}"
+        log.exception("loading engines failed; /readyz reports it")
+        return
+    state.ready = True
+
+
+async def reap_idle_sessions(state: ServerState) -> None:
+    """Expire idle sessions; checked a few times per TTL so expiry is never late by much."""
+    interval = min(5.0, state.settings.session_ttl_s / 4)
+    while True:
+        await asyncio.sleep(interval)
+        for session_id in await state.sessions.expire_idle():
+            log.info("session %s expired", session_id)
+
+
+async def shutdown(state: ServerState, *tasks: asyncio.Task[None]) -> None:
+    """Stop admitting, close sessions (their streams end with 1001), drain queues, free engines."""
+    state.accepting = False
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for session in state.sessions.all():
+        await state.sessions.close(session.id, SessionState.CLOSED, "closed: server shutting down")
+    for service in state.interpolation.values():
+        await service.scheduler.stop()
+    state.interpolation.clear()
+    state.ready = False
+
+
+async def _cancel_queued(state: ServerState, session: Session) -> None:
+    """A closed session's queued rows are dropped between batches."""
+    service = state.interpolation.get(session.model)
+    if service is not None:
+        await service.scheduler.cancel(session.id)
+
+
+def _record_engine(state: ServerState, service: InterpolationService) -> None:
+    engine = service.engine
+    state.metrics.engine_info.labels(
+        engine.model,
+        engine.backend,
+        ",".join(engine.providers),
+        ",".join(engine.requested_providers),
+        str(engine.fell_back).lower(),
+    ).set(1)
+    state.metrics.queue_depth.labels(engine.model).set_function(lambda: service.scheduler.queue_depth)
+
+
+def _register_gauges(state: ServerState) -> None:
+    for task in ("interpolate",):
+        state.metrics.active_sessions.labels(task).set_function(_session_counter(state, task))
+
+
+def _session_counter(state: ServerState, task: str) -> Callable[[], float]:
+    return lambda: state.sessions.count(task)
+
+
+def _task_of(path: str) -> str | None:
+    if path.startswith("/v1/interpolate"):
+        return "interpolate"
+    if path.startswith("/v1/sessions"):
+        return "sessions"
+    return None
+
+
+def _outcome(status: int) -> str:
+    if status < 400:
+        return "ok"
+    if status in (429, 503):
+        return "overloaded"
+    return "client_error" if status < 500 else "server_error"
+
+
+async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    response = await call_next(request)
+    task = _task_of(request.url.path)
+    if task is not None:
+        request.app.state.server.metrics.requests.labels(task, _outcome(response.status_code)).inc()
+    return response

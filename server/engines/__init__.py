@@ -1,0 +1,11 @@
+"""Engines: one loaded network per model, shared by every session.
+
+The three backends (eager torch, TorchScript, ONNX Runtime with IOBinding) are the runners
+in ``models/runtime.py``, shared with the CLI and the benchmarks; this package chooses one
+from the settings, loads it once, warms it up, and says what really runs.
+"""
+
+from server.engines.engine import Engine, EngineError
+from server.engines.loading import choose_backend, choose_providers, load_rife_engine
+
+__all__ = ["Engine", "EngineError", "choose_backend", "choose_providers", "load_rife_engine"]

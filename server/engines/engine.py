@@ -1,0 +1,83 @@
+"""The ``Engine`` the server holds: a runner and the facts about it operators need."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from models.runtime import EngineKind, OnnxRunner, Runner
+
+
+class EngineError(RuntimeError):
+    """An engine could not be loaded; the message says which and why."""
+
+
+@dataclass
+class Engine:
+    """One loaded network, shared by every session of its model."""
+
+    model: str  # registry name, "rife-4.0"
+    backend: EngineKind  # eager | torchscript | onnx
+    runner: Runner  # takes and gives tensors in the network's order
+    fp16: bool  # half-precision engine
+    path: Path | None  # the engine file (None for eager)
+    warm: bool = False  # one call has run, so kernels and allocations are in place
+    calls: int = 0  # engine calls so far
+    # why a lock: one engine call at a time; the schedulers already serialise, tools may not
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        """Where inputs should be placed to avoid a copy."""
+        return getattr(self.runner, "device", torch.device("cpu"))
+
+    @property
+    def providers(self) -> list[str]:
+        """What really runs: ONNX Runtime's loaded providers, or the torch device."""
+        if isinstance(self.runner, OnnxRunner):
+            return list(self.runner.providers)
+        return [f"torch:{self.device.type}"]
+
+    @property
+    def requested_providers(self) -> list[str]:
+        if isinstance(self.runner, OnnxRunner):
+            return list(self.runner.requested)
+        return self.providers
+
+    @property
+    def fell_back(self) -> bool:
+        """A requested provider failed to load and ONNX Runtime silently used another."""
+        return isinstance(self.runner, OnnxRunner) and bool(self.runner.missing)
+
+    def run(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        """One engine call; returns the outputs and records the call."""
+        with self._lock:
+            out = self.runner(*inputs)
+            self.calls += 1
+        return out
+
+    def timed_run(self, *inputs: Tensor) -> tuple[tuple[Tensor, ...], float]:
+        started = time.perf_counter()
+        out = self.run(*inputs)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return out, time.perf_counter() - started
+
+    def describe(self) -> dict[str, object]:
+        """For /readyz and logs."""
+        return {
+            "model": self.model,
+            "backend": self.backend,
+            "fp16": self.fp16,
+            "device": str(self.device),
+            "providers": self.providers,
+            "requested_providers": self.requested_providers,
+            "fell_back": self.fell_back,
+            "warm": self.warm,
+            "path": str(self.path) if self.path else None,
+        }

@@ -1,0 +1,107 @@
+"""From settings to loaded, warmed engines: weights, export on first start, backend and
+providers."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from models.repository import ENGINE_FILES, default_repository, engine_dir
+from models.rife.loading import make_runner
+from models.rife.spec import RifeSpec, get_spec
+from models.runtime import EngineKind, ProviderSpec
+from models.weights.fetch import FetchError, fetch
+from models.weights.registry import get_entry
+from server.engines.engine import Engine, EngineError
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# why this order: TensorRT is fastest where it builds, CUDA covers its unsupported nodes,
+# CPU keeps the server up on a host whose GPU libraries are broken (and we report that)
+GPU_PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+WARMUP_HW = (256, 256)  # small, so warm-up costs little; TensorRT rebuilds per new shape anyway
+
+
+def choose_backend(settings: Settings) -> EngineKind:
+    """``auto``: ONNX Runtime on a CUDA host; TorchScript on CPU, where it is fastest
+    (BENCHMARKS.md: 1.1–1.4× eager, while ORT's CPU provider is slower than eager)."""
+    if settings.engine != "auto":
+        return settings.engine
+    return "onnx" if torch.cuda.is_available() else "torchscript"
+
+
+def choose_providers(settings: Settings, repository: Path, model: str) -> list[ProviderSpec]:
+    names = settings.providers or (
+        list(GPU_PROVIDER_ORDER) if torch.cuda.is_available() else ["CPUExecutionProvider"]
+    )
+    return [_with_options(name, settings, repository / model / "tensorrt-cache") for name in names]
+
+
+def _with_options(name: str, settings: Settings, trt_cache: Path) -> ProviderSpec:
+    if name != "TensorrtExecutionProvider":
+        return name
+    # why a cache: building TensorRT engines takes minutes; reuse them across restarts
+    return (
+        name,
+        {
+            "trt_fp16_enable": str(settings.fp16),
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(trt_cache),
+        },
+    )
+
+
+def torch_device() -> torch.device:
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_weights(settings: Settings, model: str) -> Path:
+    explicit = settings.weights.get(model)
+    if explicit is not None:
+        if not explicit.is_file():
+            raise EngineError(f"{model}: weights file {explicit} (VIDSERVE_WEIGHTS) does not exist")
+        return explicit
+    try:
+        return fetch(model, cache=settings.cache_dir, progress=False)
+    except FetchError as exc:
+        raise EngineError(f"{model}: {exc}") from exc
+
+
+def load_rife_engine(settings: Settings, model: str) -> tuple[Engine, RifeSpec]:
+    """Load (exporting on first start) and warm up one RIFE engine."""
+    entry = get_entry(model)
+    if entry.family != "rife":
+        raise EngineError(f"{model}: family {entry.family!r} is not served yet")
+    spec = get_spec(model)
+    repository = settings.model_repository or (
+        settings.cache_dir / "model_repository" if settings.cache_dir else default_repository()
+    )
+    backend = choose_backend(settings)
+    weights = resolve_weights(settings, model)
+    runner = make_runner(
+        model,
+        weights,
+        backend,
+        fp16=settings.fp16,
+        repository=repository,
+        providers=choose_providers(settings, repository, model),
+        device=torch_device(),
+    )
+    path = None
+    if backend != "eager":
+        path = engine_dir(repository, model, backend, settings.fp16) / ENGINE_FILES[backend]
+    engine = Engine(model, backend, runner, settings.fp16, path)
+    warm_up_rife(engine)
+    log.info("%s: ready on %s", model, engine.describe())
+    return engine, spec
+
+
+def warm_up_rife(engine: Engine) -> None:
+    """One small call, so the first user frame does not pay for initialisation."""
+    height, width = WARMUP_HW
+    frames = torch.rand(2, 1, 3, height, width, device=engine.device)
+    engine.run(frames[0], frames[1], torch.tensor([0.5]), torch.tensor([1.0]))
+    engine.warm = True

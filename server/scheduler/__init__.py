@@ -1,0 +1,23 @@
+"""Dynamic batching across sessions: the scheduler decides, the engine runs, results flow back."""
+
+from server.scheduler.batcher import (
+    BatchExecutor,
+    BatchStats,
+    Cancelled,
+    Overloaded,
+    Request,
+    ScheduledBatch,
+    Scheduler,
+    SchedulerConfig,
+)
+
+__all__ = [
+    "BatchExecutor",
+    "BatchStats",
+    "Cancelled",
+    "Overloaded",
+    "Request",
+    "ScheduledBatch",
+    "Scheduler",
+    "SchedulerConfig",
+]

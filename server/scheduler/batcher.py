@@ -1,0 +1,241 @@
+"""A dynamic batcher per engine, on the vLLM v1 contract.
+
+Sessions and requests ``submit`` work; the scheduler loop decides which queued requests
+run together (``schedule`` → a ``ScheduledBatch``), the engine side executes that batch
+in a worker thread, and results flow back to the awaiting futures. Cancels and closes
+are queued and applied between batches, never in the middle of one.
+
+The scheduler is generic over the payload: a RIFE row (one pair at one timestep) or an
+XMem frame. It knows nothing of onnxruntime, torch or websockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P")  # what one request carries to the engine
+R = TypeVar("R")  # what the engine gives back for it
+P_contra = TypeVar("P_contra", contravariant=True)
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Overloaded(RuntimeError):
+    """The engine's queue is full; the caller should retry later (HTTP 429, close 1013)."""
+
+
+class Cancelled(RuntimeError):
+    """The request's session was closed, deleted or expired before its batch ran."""
+
+
+class BatchExecutor(Protocol[P_contra, R_co]):
+    """The engine side: runs one batch, in a worker thread, one result per payload in order."""
+
+    def execute(self, payloads: Sequence[P_contra]) -> Sequence[R_co]: ...
+
+
+@dataclass
+class Request(Generic[P, R]):
+    """One unit of queued work and the future its submitter awaits."""
+
+    owner: str  # session id (or one-off request id): the unit cancels apply to
+    key: Hashable  # requests batch together only when their keys are equal (padded shape, scale)
+    payload: P
+    future: asyncio.Future[R]
+    enqueued_at: float  # time.monotonic() at submit, for the delay window and queue-time metrics
+
+
+@dataclass
+class ScheduledBatch(Generic[P, R]):
+    """What one engine call runs, as decided by the scheduler."""
+
+    batch_id: int  # increasing per scheduler, for logs and tests
+    key: Hashable  # the shared key of every request in it
+    requests: list[Request[P, R]]  # in submit order: each owner's requests keep their order
+
+
+@dataclass
+class BatchStats:
+    """What observers (metrics, tests) learn of each executed batch."""
+
+    batch_id: int
+    size: int
+    owners: list[str]
+    seconds: float  # engine time, excluding the queue
+    ok: bool
+
+
+@dataclass
+class SchedulerConfig:
+    max_batch_size: int  # most requests in one engine call
+    max_queue_delay_s: float  # how long the oldest request may wait for a fuller batch
+    max_queue_size: int  # queued requests before submit raises Overloaded
+
+
+@dataclass
+class _Control:
+    """A state change applied between batches."""
+
+    owner: str
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Scheduler(Generic[P, R]):
+    """One engine's queue, its batching policy and its loop."""
+
+    def __init__(
+        self,
+        name: str,
+        executor: BatchExecutor[P, R],
+        config: SchedulerConfig,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.executor = executor
+        self.config = config
+        self.on_batch = on_batch
+        self._queue: deque[Request[P, R]] = deque()
+        self._controls: deque[_Control] = deque()
+        self._wakeup = asyncio.Event()
+        self._ids = itertools.count(1)
+        # why one thread: an engine runs one batch at a time; more would just contend for it
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{name}")
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # --- the submitting side ----------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def submit(self, owner: str, key: Hashable, payloads: Sequence[P]) -> list[asyncio.Future[R]]:
+        """Queue ``payloads`` together (all or none) and return one future per payload.
+
+        Raises ``Overloaded`` when they do not fit in the queue.
+        """
+        if self._stopping:
+            raise Overloaded(f"{self.name} is shutting down")
+        if len(self._queue) + len(payloads) > self.config.max_queue_size:
+            raise Overloaded(
+                f"{self.name} queue is full ({len(self._queue)} of {self.config.max_queue_size} queued)"
+            )
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        requests = [Request(owner, key, p, loop.create_future(), now) for p in payloads]
+        self._queue.extend(requests)
+        self._wakeup.set()
+        return [r.future for r in requests]
+
+    async def cancel(self, owner: str) -> None:
+        """Drop ``owner``'s queued requests at the next batch boundary, and wait for that."""
+        control = _Control(owner)
+        self._controls.append(control)
+        self._wakeup.set()
+        if self._task is None or self._task.done():
+            self._apply_controls()
+        await control.done.wait()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"scheduler-{self.name}")
+
+    async def stop(self) -> None:
+        """Stop admitting, finish what is queued, then stop the loop and the worker thread."""
+        self._stopping = True
+        while self._queue and self._task is not None and not self._task.done():
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._apply_controls()
+        self._thread.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        while True:
+            self._apply_controls()
+            batch = self.schedule()
+            if batch is None:
+                await self._wait_for_work()
+                continue
+            await self._execute(batch)
+
+    async def _wait_for_work(self) -> None:
+        """Sleep until something is queued, or until the oldest request's delay runs out."""
+        self._wakeup.clear()
+        timeout = None
+        if self._queue:
+            waited = time.monotonic() - self._queue[0].enqueued_at
+            timeout = max(0.0, self.config.max_queue_delay_s - waited)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def schedule(self) -> ScheduledBatch[P, R] | None:
+        """The batch to run now, or None to keep waiting.
+
+        The oldest request picks the key (first come, first served across shapes); every
+        queued request with that key joins, in order, up to ``max_batch_size``. It runs when
+        full, or when the oldest request has waited ``max_queue_delay``.
+        """
+        if not self._queue:
+            return None
+        oldest = self._queue[0]
+        same_key = [r for r in self._queue if r.key == oldest.key][: self.config.max_batch_size]
+        is_full = len(same_key) == self.config.max_batch_size
+        has_waited = time.monotonic() - oldest.enqueued_at >= self.config.max_queue_delay_s
+        if not (is_full or has_waited or self._stopping):
+            return None
+        chosen = {id(r) for r in same_key}
+        self._queue = deque(r for r in self._queue if id(r) not in chosen)
+        return ScheduledBatch(next(self._ids), oldest.key, same_key)
+
+    async def _execute(self, batch: ScheduledBatch[P, R]) -> None:
+        payloads = [r.payload for r in batch.requests]
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._thread, self.executor.execute, payloads)
+        except Exception as exc:  # an engine failure fails this batch, never the loop
+            log.exception("%s: batch %d of %d failed", self.name, batch.batch_id, len(payloads))
+            self._report(batch, time.perf_counter() - started, ok=False)
+            for request in batch.requests:
+                _resolve(request.future, exc=exc)
+            return
+        self._report(batch, time.perf_counter() - started, ok=True)
+        for request, result in zip(batch.requests, results, strict=True):
+            _resolve(request.future, result=result)
+
+    def _report(self, batch: ScheduledBatch[P, R], seconds: float, *, ok: bool) -> None:
+        if self.on_batch is not None:
+            owners = [r.owner for r in batch.requests]
+            self.on_batch(BatchStats(batch.batch_id, len(batch.requests), owners, seconds, ok))
+
+    def _apply_controls(self) -> None:
+        while self._controls:
+            control = self._controls.popleft()
+            dropped = [r for r in self._queue if r.owner == control.owner]
+            self._queue = deque(r for r in self._queue if r.owner != control.owner)
+            for request in dropped:
+                _resolve(request.future, exc=Cancelled(f"session {control.owner} was closed"))
+            control.done.set()
+
+
+def _resolve(future: asyncio.Future[R], *, result: R | None = None, exc: BaseException | None = None) -> None:
+    """Settle a future unless its awaiter already gave up on it."""
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]

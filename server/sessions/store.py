@@ -1,0 +1,154 @@
+"""Where sessions live: creation under a limit, lookup, idle expiry, and closing.
+
+A closed or expired session's id is remembered for a while, so that a client is told
+"expired" rather than "unknown".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+GONE_REMEMBERED = 4096  # closed ids kept to tell "expired" from "unknown"
+
+
+class SessionState(enum.Enum):
+    OPEN = "open"  # created, no stream attached
+    STREAMING = "streaming"  # a websocket is attached
+    CLOSED = "closed"  # deleted by the client
+    EXPIRED = "expired"  # idle past the TTL
+
+
+class SessionNotFound(LookupError):
+    """No session with this id ever existed here (or it is long gone)."""
+
+
+class SessionExpired(LookupError):
+    """The session existed and was closed or expired."""
+
+
+class SessionLimitReached(RuntimeError):
+    """As many sessions are open as the server allows."""
+
+
+@dataclass
+class SessionCore:
+    """What every session has, whatever its task."""
+
+    id: str  # opaque, unguessable
+    created_at: float  # wall clock, seconds since the epoch
+    last_activity: float  # time.monotonic() of the last frame or request
+    state: SessionState = SessionState.OPEN
+    frames_in: int = 0  # frames received
+    frames_done: int = 0  # frames answered with their results
+    frames_failed: int = 0  # frames answered with an error naming them
+    in_flight: int = 0  # frames received and not yet answered
+    closed_reason: str | None = None  # why it was closed, once it is
+    # set when the session closes, so an attached stream wakes up and ends
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def dropped(self) -> int:
+        """Frames received that got neither a result nor an error; the design keeps this 0."""
+        return self.frames_in - self.frames_done - self.frames_failed - self.in_flight
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def idle_for(self) -> float:
+        return time.monotonic() - self.last_activity
+
+    def public(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "created_at": self.created_at,
+            "idle_s": round(self.idle_for(), 3),
+            "frames_in": self.frames_in,
+            "frames_done": self.frames_done,
+            "frames_failed": self.frames_failed,
+            "in_flight": self.in_flight,
+            "dropped": self.dropped,
+        }
+
+
+class Session(Protocol):
+    core: SessionCore
+    task: str
+    model: str
+
+    @property
+    def id(self) -> str: ...
+
+    def public(self) -> dict[str, object]: ...
+
+
+def new_core() -> SessionCore:
+    return SessionCore(secrets.token_urlsafe(12), time.time(), time.monotonic())
+
+
+OnClose = Callable[["Session"], Awaitable[None]]
+
+
+class SessionStore:
+    """All open sessions of this server."""
+
+    def __init__(self, max_sessions: int, ttl_s: float) -> None:
+        self.max_sessions = max_sessions
+        self.ttl_s = ttl_s
+        self._open: dict[str, Session] = {}
+        self._gone: OrderedDict[str, SessionState] = OrderedDict()
+        # called after a session closes, to cancel its queued work between batches
+        self.on_close: list[OnClose] = []
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def count(self, task: str) -> int:
+        return sum(1 for s in self._open.values() if s.task == task)
+
+    def all(self) -> list[Session]:
+        return list(self._open.values())
+
+    def add(self, session: Session) -> None:
+        if len(self._open) >= self.max_sessions:
+            raise SessionLimitReached(
+                f"{len(self._open)} sessions are open; the limit is {self.max_sessions}"
+            )
+        self._open[session.id] = session
+
+    def get(self, session_id: str) -> Session:
+        session = self._open.get(session_id)
+        if session is not None:
+            return session
+        gone = self._gone.get(session_id)
+        if gone is not None:
+            raise SessionExpired(f"session {session_id} is {gone.value}")
+        raise SessionNotFound(f"no session {session_id}")
+
+    async def close(self, session_id: str, state: SessionState, reason: str) -> Session:
+        """Close a session: it stops taking frames, its stream ends, its queued work is cancelled."""
+        session = self.get(session_id)
+        del self._open[session_id]
+        session.core.state = state
+        session.core.closed_reason = reason
+        session.core.closed.set()
+        self._gone[session_id] = state
+        while len(self._gone) > GONE_REMEMBERED:
+            self._gone.popitem(last=False)
+        for hook in self.on_close:
+            await hook(session)
+        return session
+
+    async def expire_idle(self) -> list[str]:
+        """Close every session idle for longer than the TTL; returns their ids."""
+        idle = [s.id for s in self._open.values() if s.core.idle_for() > self.ttl_s and s.core.in_flight == 0]
+        for session_id in idle:
+            await self.close(session_id, SessionState.EXPIRED, f"idle for more than {self.ttl_s:g} s")
+        return idle

@@ -1,0 +1,67 @@
+"""The server's configuration: one ``Settings`` read from ``VIDSERVE_*`` environment
+variables, validated once at startup. Model hyper-parameters live beside the models
+(``models/*/config.py``); this holds only what an operator tunes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.weights.registry import DEFAULT_MODEL, MODELS
+
+EngineChoice = Literal["auto", "eager", "torchscript", "onnx"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the server. ``VIDSERVE_MAX_BATCH_SIZE=16`` sets ``max_batch_size``."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDSERVE_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="address uvicorn binds (0.0.0.0 in the container)")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
+    public_url: str | None = Field(
+        None, description="base URL clients reach the server at, for session websocket URLs"
+    )
+    models: list[str] = Field(
+        default_factory=lambda: [DEFAULT_MODEL], description="registry models loaded at startup"
+    )
+    weights: dict[str, Path] = Field(
+        default_factory=dict, description="explicit checkpoint files by model, instead of fetching"
+    )
+    engine: EngineChoice = Field(
+        "auto", description="backend: auto picks onnx on a CUDA host, torchscript on CPU"
+    )
+    providers: list[str] | None = Field(
+        None, description="onnxruntime execution providers, in order (default: TensorRT, CUDA, CPU on GPU)"
+    )
+    fp16: bool = Field(False, description="half-precision engines (GPU only)")
+    max_batch_size: int = Field(8, ge=1, le=256, description="most rows one engine call takes")
+    max_queue_delay_ms: float = Field(
+        5.0, ge=0, le=10_000, description="how long the first queued request waits for a fuller batch"
+    )
+    max_queue_size: int = Field(64, ge=1, description="queued rows per engine before callers get 429/1013")
+    max_sessions: int = Field(64, ge=1, description="open sessions before POST /v1/sessions answers 429")
+    session_ttl_s: float = Field(300.0, gt=0, description="idle seconds before a session expires")
+    max_pixels: int = Field(3840 * 2160, ge=1, description="largest frame accepted (width × height)")
+    max_message_bytes: int = Field(
+        64 * 2**20, ge=1024, description="largest upload or websocket message, in bytes"
+    )
+    cache_dir: Path | None = Field(None, description="weights cache (default ~/.cache/vidserve)")
+    model_repository: Path | None = Field(
+        None, description="exported engines (default <cache_dir>/model_repository)"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["text", "json"] = Field("text", description="log line format")
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models: list[str]) -> list[str]:
+        unknown = [m for m in models if m not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown models {unknown}; known: {sorted(MODELS)}")
+        if not models:
+            raise ValueError("at least one model must be loaded")
+        return models

@@ -1,0 +1,1 @@
+"""What each task does with its engine: the pipeline between decoded frames and results."""
