@@ -1,0 +1,147 @@
+"""A real uvicorn server on a free port, in a thread, and the frames tests send it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import uvicorn
+from PIL import Image
+
+from server.app import create_app
+from server.settings import Settings
+from server.state import ServerState
+from tests.conftest import REPO_ROOT
+
+DEMO = REPO_ROOT / "docs" / "demo" / "frame0.png"
+
+
+@dataclass
+class RunningServer:
+    """A started server: where to reach it, and its state for white-box checks."""
+
+    url: str  # http://127.0.0.1:PORT
+    ws_url: str  # ws://127.0.0.1:PORT
+    state: ServerState
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of /metrics, read over HTTP (0 when the series does not exist yet)."""
+        text = httpx.get(f"{self.url}/metrics").text
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in text.splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
+            series, value = line.rsplit(" ", 1)
+            metric, _, rest = series.partition("{")
+            got = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
+            if metric == name and got == wanted:
+                return float(value)
+        return 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_server(settings: Settings, *, wait_ready: bool = True) -> Iterator[RunningServer]:
+    """Start uvicorn with ``settings`` on a free port; stop it on exit."""
+    port = free_port()
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=settings.max_message_bytes
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    running = RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", app.state.server)
+    try:
+        _wait(running, ready=wait_ready)
+        yield running
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def _wait(running: RunningServer, *, ready: bool, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    path = "/readyz" if ready else "/healthz"
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(running.url + path, timeout=5)
+            if response.status_code == 200:
+                return
+            if response.status_code == 503 and response.json().get("error"):
+                raise RuntimeError(f"server failed to load: {response.json()['error']}")
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"server at {running.url} not {'ready' if ready else 'live'} in {timeout} s")
+
+
+def server_settings(weights: Path, repository: Path, **overrides: Any) -> Settings:
+    """Settings for a test server: the real v4.0 weights, a per-run engine repository."""
+    values: dict[str, Any] = {
+        "models": ["rife-4.0"],
+        "weights": {"rife-4.0": weights},
+        "model_repository": repository,
+        "engine": "torchscript",
+        "max_queue_delay_ms": 2.0,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+def scene(height: int = 64, width: int = 96) -> np.ndarray:
+    """A photograph, uint8 H'×W'×3, that tests pan a window over."""
+    image = np.asarray(Image.open(DEMO).convert("RGB"))
+    assert image.shape[0] >= height + 40 and image.shape[1] >= width + 80, "demo frame too small"
+    return image
+
+
+def panning_frames(count: int, height: int = 64, width: int = 96, step: int = 2) -> list[np.ndarray]:
+    """``count`` uint8 H×W×3 frames of a slow pan: consecutive frames are never a scene change."""
+    image = scene(height, width)
+    return [
+        np.ascontiguousarray(image[20 : 20 + height, 10 + i * step : 10 + i * step + width])
+        for i in range(count)
+    ]
+
+
+def png(frame: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(frame).save(out, "PNG")
+    return out.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+async def receive_frame_answer(ws: Any) -> tuple[list[tuple[dict[str, Any], bytes]], dict[str, Any]]:
+    """Messages up to and including one frame's ``frame_done`` or ``error``.
+
+    Returns the (header, image bytes) results and the closing message.
+    """
+    results: list[tuple[dict[str, Any], bytes]] = []
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), 120))
+        if message["type"] == "result":
+            data = await asyncio.wait_for(ws.recv(), 120)
+            assert isinstance(data, bytes) and len(data) == message["bytes"]
+            results.append((message, data))
+        elif message["type"] in ("frame_done", "error"):
+            return results, message
