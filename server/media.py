@@ -43,7 +43,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         raise MediaError("image_too_large", f"image too large: {exc}") from exc
     except Exception as exc:  # PIL raises many types for bad bytes; all mean "not an image"
         raise MediaError("invalid_image", f"not a PNG, JPEG or WebP image ({type(exc).__name__})") from exc
-    return np.asarray(image.convert("RGB"))
+    return np.array(image.convert("RGB"))  # why a copy: torch warns on read-only arrays
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:

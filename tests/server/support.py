@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import uvicorn
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
 from server.settings import Settings
@@ -38,15 +39,10 @@ class RunningServer:
     def metric(self, name: str, **labels: str) -> float:
         """One sample of /metrics, read over HTTP (0 when the series does not exist yet)."""
         text = httpx.get(f"{self.url}/metrics").text
-        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in text.splitlines():
-            if line.startswith("#") or " " not in line:
-                continue
-            series, value = line.rsplit(" ", 1)
-            metric, _, rest = series.partition("{")
-            got = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
-            if metric == name and got == wanted:
-                return float(value)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
         return 0.0
 
 

@@ -1,0 +1,118 @@
+"""Liveness, readiness with the providers that really run, Prometheus metrics, settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from pydantic import ValidationError
+
+from server.settings import Settings
+from tests.conftest import REPO_ROOT
+from tests.server.support import RunningServer, panning_frames, png, running_server, server_settings
+
+
+def test_health_and_readiness(server: RunningServer) -> None:
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{server.url}/readyz").json()
+    assert ready["ready"] is True and ready["models"] == ["rife-4.0"]
+    (engine,) = ready["engines"]
+    assert engine == {
+        **engine,
+        "model": "rife-4.0",
+        "backend": "torchscript",
+        "warm": True,
+        "fell_back": False,
+    }
+    assert engine["providers"] == ["torch:cpu"] or engine["providers"] == ["torch:cuda"]
+
+
+def test_metrics(server: RunningServer) -> None:
+    pair = panning_frames(2)
+    before = server.metric("vidserve_requests_total", task="interpolate", outcome="ok")
+    response = httpx.post(
+        f"{server.url}/v1/interpolate", files={"frame0": png(pair[0]), "frame1": png(pair[1])}
+    )
+    assert response.status_code == 200
+    bad = httpx.post(f"{server.url}/v1/interpolate", files={"frame0": b"x", "frame1": png(pair[1])})
+    assert bad.status_code == 400
+    assert server.metric("vidserve_requests_total", task="interpolate", outcome="ok") == before + 1
+    assert server.metric("vidserve_requests_total", task="interpolate", outcome="client_error") >= 1
+    assert server.metric("vidserve_batch_size_count", model="rife-4.0") >= 1
+    assert server.metric("vidserve_compute_infer_duration_seconds_count", model="rife-4.0") >= 1
+    text = httpx.get(f"{server.url}/metrics").text
+    for name in ("vidserve_pending_request_count", "vidserve_active_sessions", "vidserve_engine_info"):
+        assert f"# TYPE {name} gauge" in text
+    assert 'provider="torch:' in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU host CUDA loads, so there is no fallback")
+def test_onnx_provider_fallback_is_detected(rife_v40_weights: Path, engine_repository: Path) -> None:
+    """onnxruntime-gpu without a GPU drops CUDA silently; we see it and say so."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    settings = server_settings(
+        rife_v40_weights,
+        engine_repository,
+        engine="onnx",
+        providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
+    with running_server(settings) as fallback:
+        (engine,) = httpx.get(f"{fallback.url}/readyz").json()["engines"]
+        assert engine["requested_providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        assert engine["providers"] == ["CPUExecutionProvider"]
+        assert engine["fell_back"] is True
+        info = dict(
+            model="rife-4.0",
+            backend="onnx",
+            provider="CPUExecutionProvider",
+            requested="CUDAExecutionProvider,CPUExecutionProvider",
+            fell_back="true",
+        )
+        assert fallback.metric("vidserve_engine_info", **info) == 1
+
+
+def test_not_ready_until_engines_load(tmp_path: Path) -> None:
+    """A server whose weights are missing stays live, reports why it is not ready, and
+    answers work with 503."""
+    settings = Settings(
+        models=["rife-4.0"], weights={"rife-4.0": tmp_path / "missing.pkl"}, model_repository=tmp_path
+    )
+    with running_server(settings, wait_ready=False) as broken:
+        for _ in range(100):
+            ready = httpx.get(f"{broken.url}/readyz")
+            if ready.json()["error"]:
+                break
+        assert ready.status_code == 503 and "missing.pkl" in ready.json()["error"]
+        response = httpx.post(f"{broken.url}/v1/sessions", json={"task": "interpolate"})
+        assert response.status_code == 503 and response.json()["error"]["code"] == "not_ready"
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDSERVE_MAX_BATCH_SIZE", "16")
+    monkeypatch.setenv("VIDSERVE_MODELS", '["rife-4.0"]')
+    assert Settings().max_batch_size == 16
+    monkeypatch.setenv("VIDSERVE_MODELS", '["rife-9"]')
+    with pytest.raises(ValidationError, match="unknown models"):
+        Settings()
+
+
+def test_python_m_server_help() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "server", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert "VIDSERVE_" in done.stdout
+
+
+def test_python_m_server_rejects_bad_settings() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "server"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={"VIDSERVE_MAX_BATCH_SIZE": "0", "PATH": ""},
+    )
+    assert done.returncode == 2 and "max_batch_size" in done.stderr
