@@ -54,7 +54,6 @@ class Settings(BaseSettings):
         None, description="exported engines (default <cache_dir>/model_repository)"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
-    log_format: Literal["text", "json"] = Field("text", description="log line format")
 
     @field_validator("models")
     @classmethod
