@@ -55,7 +55,8 @@ class SessionCore:
 
     @property
     def dropped(self) -> int:
-        """Frames received that got neither a result nor an error; the design keeps this 0."""
+        """Frames received that got neither a result nor an error: every frame is answered, so
+        this stays 0 unless a client disconnects before its answer could be sent."""
         return self.frames_in - self.frames_done - self.frames_failed - self.in_flight
 
     def touch(self) -> None:
