@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 
 from models.rife.inference import InterpolationInputError
 from server.media import MediaError
-from server.scheduler import Cancelled, Overloaded
+from server.scheduler import Cancelled, Overloaded, TooLarge
 from server.sessions import SessionExpired, SessionLimitReached, SessionNotFound
 from server.state import NotReady, UnknownModel
 
@@ -33,12 +33,12 @@ class ApiError(Exception):
 # exception type → (HTTP status, error code); the message is the exception's own
 STATUS: list[tuple[type[Exception], int, str]] = [
     (SessionNotFound, 404, "unknown_session"),
-    (SessionExpired, 410, "session_expired"),
     (SessionLimitReached, 429, "too_many_sessions"),
     (Overloaded, 429, "overloaded"),
     (UnknownModel, 404, "unknown_model"),
     (NotReady, 503, "not_ready"),
     (InterpolationInputError, 422, "invalid_argument"),
+    (TooLarge, 422, "too_many_rows"),
     (Cancelled, 409, "session_closed"),
 ]
 
@@ -53,6 +53,8 @@ def to_api_error(exc: Exception) -> ApiError:
         return exc
     if isinstance(exc, MediaError):
         return ApiError(413 if exc.code == "image_too_large" else 400, exc.code, str(exc))
+    if isinstance(exc, SessionExpired):
+        return ApiError(410, f"session_{exc.state.value}", str(exc))
     for kind, status, code in STATUS:
         if isinstance(exc, kind):
             return ApiError(status, code, str(exc))
@@ -90,5 +92,5 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    for kind in (ApiError, MediaError, *(k for k, _, _ in STATUS), Exception):
+    for kind in (ApiError, MediaError, SessionExpired, *(k for k, _, _ in STATUS), Exception):
         app.add_exception_handler(kind, _domain_error)

@@ -6,12 +6,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.rife.inference import timesteps_for_factor
 from models.rife.scene import DEFAULT_SCENE_CHANGE_THRESHOLD
 from models.rife.spec import SCALES
 from server.api.deps import State
+from server.api.errors import ApiError
 from server.media import ImageFormat
 from server.sessions import InterpolationSession, SessionState
 from server.sessions.store import new_core
@@ -21,6 +22,8 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 class InterpolationSessionCreate(BaseModel):
     """A live interpolation stream."""
+
+    model_config = ConfigDict(extra="forbid")  # why: a misspelt "factr" must not pass silently
 
     task: Literal["interpolate"]
     model: str | None = Field(None, description="served RIFE model (default: the first configured)")
@@ -63,10 +66,16 @@ def stream_url(state: State, request: Request, session_id: str) -> str:
 @router.post("", status_code=201, summary="Open a session")
 async def create_session(body: SessionCreate, state: State, request: Request) -> JSONResponse:
     service = state.interpolation_service(body.model)
+    timesteps = body.resolved_timesteps()
+    if len(timesteps) > state.settings.max_queue_size:
+        raise ApiError(
+            422, "too_many_rows", f"{len(timesteps)} timesteps per frame exceed the engine queue of "
+            f"{state.settings.max_queue_size} (VIDSERVE_MAX_QUEUE_SIZE)",
+        )  # fmt: skip
     session = InterpolationSession(
         core=new_core(),
         model=service.engine.model,
-        timesteps=body.resolved_timesteps(),
+        timesteps=timesteps,
         scale=body.scale,
         scene_change_threshold=body.scene_change_threshold,
         output_format=body.output_format,

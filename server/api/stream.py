@@ -42,11 +42,13 @@ class CloseCode(enum.IntEnum):
 class FrameHeader(BaseModel):
     """The optional text message before a frame's bytes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: str = "frame"
     frame_index: int | None = Field(None, ge=0, description="the client's frame number; default previous + 1")
-    pts: float | None = Field(None, description="presentation time of the frame, in the client's units")
+    pts: float | None = Field(
+        None, allow_inf_nan=False, description="presentation time of the frame, in the client's units"
+    )
 
 
 class FrameError(Exception):
@@ -76,10 +78,14 @@ async def stream(ws: WebSocket, session_id: str) -> None:
         await close(ws, CloseCode.UNKNOWN_SESSION, f"session {session_id} is not an interpolation session")
         return
     session.core.state = SessionState.STREAMING
+    session.core.touch()
     try:
         await InterpolationStream(state, ws, session).run()
     except WebSocketDisconnect:
         pass
+    except Exception:
+        log.exception("session %s: stream failed", session_id)
+        await close(ws, CloseCode.INTERNAL_ERROR, "internal error; see the server log")
     finally:
         if session.core.state is SessionState.STREAMING:
             session.core.state = SessionState.OPEN
@@ -100,7 +106,6 @@ class InterpolationStream:
         self.ws = ws
         self.session = session
         self.header: FrameHeader | None = None  # applies to the next binary message
-        self.last_index: int | None = None  # the last frame_index received, good or bad
 
     async def run(self) -> None:
         await self.ws.send_json({"type": "session", **self.session.public()})
@@ -108,7 +113,11 @@ class InterpolationStream:
             message = await self.receive()
             if message is None or message["type"] == "websocket.disconnect":
                 return
+            self.session.core.touch()
             text, data = message.get("text"), message.get("bytes")
+            if self.session.core.closed.is_set():
+                await self.refuse_after_close(data)
+                return
             if isinstance(text, str):
                 await self.on_text(text)
             elif isinstance(data, bytes) and not await self.on_frame(data):
@@ -126,6 +135,16 @@ class InterpolationStream:
         await close(self.ws, *self.close_code())
         return None
 
+    async def refuse_after_close(self, data: object) -> None:
+        """A message that arrived as the session closed: a frame still gets its error."""
+        if isinstance(data, bytes):
+            index, _ = self.next_frame()
+            self.session.core.frames_in += 1
+            await self.fail(
+                index, "session_closed", "the session was closed; the frame was not run", "cancelled"
+            )
+        await close(self.ws, *self.close_code())
+
     def close_code(self) -> tuple[int, str]:
         core = self.session.core
         if not self.state.accepting:
@@ -135,6 +154,7 @@ class InterpolationStream:
         return CloseCode.SESSION_GONE, f"session expired: {core.closed_reason}"
 
     async def on_text(self, text: str) -> None:
+        self.header = None  # why: a header that fails must not leave an older one to apply
         try:
             header = FrameHeader.model_validate(json.loads(text))
         except json.JSONDecodeError as exc:
@@ -149,17 +169,19 @@ class InterpolationStream:
         self.header = header
 
     def next_frame(self) -> tuple[int, float | None]:
-        """This frame's index and pts: from the header before it, else the previous index + 1."""
+        """This frame's index and pts: from the header before it, else the previous index + 1
+        (the session's, so numbering goes on across reconnects)."""
         header, self.header = self.header, None
         given = header.frame_index if header else None
-        index = given if given is not None else (0 if self.last_index is None else self.last_index + 1)
+        last = self.session.last_index
+        index = given if given is not None else (0 if last is None else last + 1)
         return index, header.pts if header else None
 
     def check_order(self, index: int) -> None:
-        previous = self.last_index
+        previous = self.session.last_index
         if previous is not None and index <= previous:
             raise FrameError("frame_index_not_increasing", f"frame_index {index} is not after {previous}")
-        self.last_index = index
+        self.session.last_index = index
 
     async def on_frame(self, data: bytes) -> bool:
         """Answer one frame with its results or with an error naming it; False ends the stream."""

@@ -9,6 +9,7 @@ from server.scheduler.batcher import (
     ScheduledBatch,
     Scheduler,
     SchedulerConfig,
+    TooLarge,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "ScheduledBatch",
     "Scheduler",
     "SchedulerConfig",
+    "TooLarge",
 ]

@@ -34,6 +34,10 @@ class Overloaded(RuntimeError):
     """The engine's queue is full; the caller should retry later (HTTP 429, close 1013)."""
 
 
+class TooLarge(ValueError):
+    """More payloads at once than the queue can ever hold; retrying will not help."""
+
+
 class Cancelled(RuntimeError):
     """The request's session was closed, deleted or expired before its batch ran."""
 
@@ -126,6 +130,10 @@ class Scheduler(Generic[P, R]):
         """
         if self._stopping:
             raise Overloaded(f"{self.name} is shutting down")
+        if len(payloads) > self.config.max_queue_size:
+            raise TooLarge(
+                f"{len(payloads)} rows at once never fit {self.name}'s queue of {self.config.max_queue_size}"
+            )
         if len(self._queue) + len(payloads) > self.config.max_queue_size:
             raise Overloaded(
                 f"{self.name} queue is full ({len(self._queue)} of {self.config.max_queue_size} queued)"

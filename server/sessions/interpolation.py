@@ -22,6 +22,7 @@ class InterpolationSession:
     size: tuple[int, int] | None = None  # H, W, fixed by the first frame
     previous: PreparedFrame | None = None  # the last good frame, padded: the next pair's start
     previous_index: int | None = None  # its frame_index
+    last_index: int | None = None  # the last frame_index received, good or bad (kept across reconnects)
     previous_pts: float | None = None  # its presentation time, when the client gave one
     outputs: int = 0  # in-between frames returned
     scene_changes: int = 0  # pairs answered with the earlier frame

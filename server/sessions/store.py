@@ -30,7 +30,11 @@ class SessionNotFound(LookupError):
 
 
 class SessionExpired(LookupError):
-    """The session existed and was closed or expired."""
+    """The session existed and was closed or expired (``state`` says which)."""
+
+    def __init__(self, message: str, state: SessionState) -> None:
+        super().__init__(message)
+        self.state = state
 
 
 class SessionLimitReached(RuntimeError):
@@ -43,7 +47,7 @@ class SessionCore:
 
     id: str  # opaque, unguessable
     created_at: float  # wall clock, seconds since the epoch
-    last_activity: float  # time.monotonic() of the last frame or request
+    last_activity: float  # time.monotonic() of the last message, connection or frame
     state: SessionState = SessionState.OPEN
     frames_in: int = 0  # frames received
     frames_done: int = 0  # frames answered with their results
@@ -130,7 +134,7 @@ class SessionStore:
             return session
         gone = self._gone.get(session_id)
         if gone is not None:
-            raise SessionExpired(f"session {session_id} is {gone.value}")
+            raise SessionExpired(f"session {session_id} is {gone.value}", gone)
         raise SessionNotFound(f"no session {session_id}")
 
     async def close(self, session_id: str, state: SessionState, reason: str) -> Session:

@@ -92,6 +92,7 @@ def test_image_over_the_pixel_limit(rife_v40_weights: Path, engine_repository: P
         ({"task": "interpolate", "scale": 0.3}, "scale"),
         ({"task": "interpolate", "output_format": "bmp"}, "output_format"),
         ({"task": "paint"}, "task"),
+        ({"task": "interpolate", "factr": 4}, "factr"),
         ({"factor": 2}, "task"),
     ],
 )
@@ -173,17 +174,19 @@ def test_a_session_survives_bad_frames(server: RunningServer) -> None:
         "{not json",  # no frame: a text message that is not JSON
         json.dumps({"type": "frame", "frame_index": "x"}),  # a header with a bad field
         json.dumps({"type": "subscribe"}),  # an unknown message type
+        json.dumps({"frame_index": 9, "pts": float("nan")}),  # NaN is no time
         json.dumps({"frame_index": 2}),  # frame 2 again: indices must increase
         png(GOOD[1]),
         png(GOOD[2]),  # frame 3: pairs with frame 0, the last good one
     ]
-    answers = asyncio.run(stream_messages(session["stream_url"], messages, answered={3, 4, 5}))
+    answers = asyncio.run(stream_messages(session["stream_url"], messages, answered={3, 4, 5, 6}))
     codes = [(done["type"], done.get("code"), done["frame_index"]) for _, done in answers]
     assert codes == [
         ("frame_done", None, 0),
         ("error", "invalid_image", 1),
         ("error", "size_mismatch", 2),
         ("error", "invalid_json", None),
+        ("error", "invalid_message", None),
         ("error", "invalid_message", None),
         ("error", "invalid_message", None),
         ("error", "frame_index_not_increasing", 2),
@@ -212,3 +215,11 @@ def test_message_over_the_size_limit_closes_1009(rife_v40_weights: Path, engine_
         assert asyncio.run(run()) == 1009
         response = post_pair(strict, b"\0" * 10_000, png(GOOD[1]))
         assert_error(response, 413, "payload_too_large")
+
+
+def test_more_timesteps_than_the_queue_holds(rife_v40_weights: Path, engine_repository: Path) -> None:
+    """A request that could never fit the queue is a 422, not an endless 429."""
+    with running_server(server_settings(rife_v40_weights, engine_repository, max_queue_size=2)) as small:
+        response = httpx.post(f"{small.url}/v1/sessions", json={"task": "interpolate", "factor": 4})
+        assert "VIDSERVE_MAX_QUEUE_SIZE" in assert_error(response, 422, "too_many_rows")
+        assert_error(post_pair(small, png(GOOD[0]), png(GOOD[1]), factor="4"), 422, "too_many_rows")

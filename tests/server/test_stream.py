@@ -150,7 +150,7 @@ def test_delete_closes_the_stream_and_frees_the_session(server: RunningServer) -
 
     assert asyncio.run(run()) == 1000
     gone = httpx.get(f"{server.url}/v1/sessions/{session['id']}")
-    assert gone.status_code == 410 and gone.json()["error"]["code"] == "session_expired"
+    assert gone.status_code == 410 and gone.json()["error"]["code"] == "session_closed"
 
 
 def test_one_stream_per_session(server: RunningServer) -> None:
@@ -165,3 +165,12 @@ def test_one_stream_per_session(server: RunningServer) -> None:
                 return closed.value.rcvd.code if closed.value.rcvd else None
 
     assert asyncio.run(run()) == 4409
+
+
+def test_frame_numbers_go_on_across_reconnects(server: RunningServer) -> None:
+    """A client that reconnects (after a 1013, say) pairs its next frame with the last one."""
+    session = create(server, factor=2)
+    frames = panning_frames(3)
+    asyncio.run(stream(session["stream_url"], frames[:2]))
+    ((results, done),) = asyncio.run(stream(session["stream_url"], frames[2:]))
+    assert done["frame_index"] == 2 and results[0][0]["source"] == [1, 2]
