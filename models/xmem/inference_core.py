@@ -82,6 +82,32 @@ class XMemState:
     frame_size: tuple[int, int] | None = None  # (H, W) of the first frame
 
 
+@dataclass
+class FrameWork:
+    """One video's frame on its way through the batched stages (``models/xmem/batch.py``)."""
+
+    core: InferenceCore  # the video it belongs to
+    padding: Padding  # to the stride; cropped off the result
+    image: Tensor  # float32 1×3×Hp×Wp, normalised
+    given: MaskInput | None  # a mask the user gave on this frame
+    is_memory_frame: bool  # its values are written to working memory
+    is_deep_update: bool  # the value encoder's hidden state replaces the sensory memory
+    is_normal_update: bool  # the decoder's hidden state replaces the sensory memory
+    needs_segment: bool  # there are objects to predict from memory
+    # filled in by the stages
+    key: Tensor | None = None  # 1×64×h×w
+    shrinkage: Tensor | None = None  # 1×1×h×w
+    selection: Tensor | None = None  # 1×64×h×w
+    f16: Tensor | None = None  # 1×1024×h×w
+    f8: Tensor | None = None  # 1×512×2h×2w
+    f4: Tensor | None = None  # 1×256×4h×4w
+    prob: Tensor | None = None  # (1+n)×Hp×Wp, objects in state order
+
+    @property
+    def padded_hw(self) -> tuple[int, int]:
+        return int(self.image.shape[-2]), int(self.image.shape[-1])
+
+
 @dataclass(frozen=True)
 class MaskInput:
     """A mask given on a frame: which objects it sets, as float maps in state order."""
@@ -117,7 +143,22 @@ class InferenceCore:
     def step(
         self, frame: np.ndarray, mask: np.ndarray | None = None, objects: Sequence[int] | None = None
     ) -> StepResult:
-        """frame: uint8 H×W×3 RGB; mask: H×W ids (0 background), taking only ``objects`` if given."""
+        """frame: uint8 H×W×3 RGB; mask: H×W ids (0 background), taking only ``objects`` if given.
+
+        A batch of one through ``step_batch``: a video alone and a video batched with others
+        run the very same code.
+        """
+        from models.xmem.batch import step_batch  # why here: batch.py builds on this module
+
+        return step_batch(self.engines, [self.begin(frame, mask, objects)])[0]
+
+    def begin(
+        self, frame: np.ndarray, mask: np.ndarray | None = None, objects: Sequence[int] | None = None
+    ) -> FrameWork:
+        """Check and prepare one frame, and decide what it needs (nothing runs yet).
+
+        Raises ``SegmentationInputError`` before any state changes for a bad frame or mask.
+        """
         s = self.state
         self._check_frame(frame)
         padding = Padding.for_size(*frame.shape[:2])
@@ -126,17 +167,53 @@ class InferenceCore:
         s.frame_index += 1
         is_memory_frame = s.frame_index - s.last_memory_frame >= self.config.mem_every or given is not None
         is_deep_update = self._is_deep_update(is_memory_frame)
-        is_normal_update = self.config.deep_update_every != -1 or not is_deep_update
-        needs_segment = s.frame_index > 0 and bool(s.memory.object_ids) and not self._sets_all(given)
-        key, shrinkage, selection, f16, f8, f4 = self.engines.encode_key(image)
-        prob = self._segment(key, selection, f16, f8, f4, is_normal_update) if needs_segment else None
-        if given is not None:
-            prob = self._merge_mask(prob, given)
-        if prob is None:
-            prob = background_only(image)
-        if is_memory_frame:
-            self._memorise(image, key, shrinkage, selection, f16, prob[1:], is_deep_update)
-        return self._result(padding.crop(prob), is_memory_frame)
+        return FrameWork(
+            core=self,
+            padding=padding,
+            image=image,
+            given=given,
+            is_memory_frame=is_memory_frame,
+            is_deep_update=is_deep_update,
+            is_normal_update=self.config.deep_update_every != -1 or not is_deep_update,
+            needs_segment=s.frame_index > 0 and bool(s.memory.object_ids) and not self._sets_all(given),
+        )
+
+    # --- the stages ``step_batch`` runs, between engine calls -------------------------------
+
+    def readout(self, work: FrameWork) -> Tensor:
+        """Memory readout for the frame's key → n×CV×h×w, objects in state order."""
+        assert work.key is not None and work.selection is not None
+        return self.state.memory.match_memory(work.key[0], work.selection[0])
+
+    def take_segment(self, work: FrameWork, logits: Tensor, hidden: Tensor) -> None:
+        """logits, hidden: this frame's n rows of Segment's output."""
+        if work.is_normal_update:
+            self.state.hidden = hidden
+        _, work.prob = aggregate(torch.sigmoid(logits), dim=0)
+
+    def settle_prob(self, work: FrameWork) -> None:
+        """Merge a given mask into the prediction; background only before any object."""
+        if work.given is not None:
+            work.prob = self._merge_mask(work.prob, work.given)
+        if work.prob is None:
+            work.prob = background_only(work.image)
+
+    def needs_value(self, work: FrameWork) -> bool:
+        return work.is_memory_frame and bool(self.state.object_ids)
+
+    def take_value(self, work: FrameWork, value: Tensor, hidden: Tensor) -> None:
+        """value, hidden: this frame's n rows of EncodeValue's output."""
+        s = self.state
+        assert work.key is not None and work.shrinkage is not None and work.selection is not None
+        s.memory.add_memory(work.key[0], work.shrinkage[0], value, list(s.object_ids), work.selection[0])
+        s.last_memory_frame = s.frame_index
+        if work.is_deep_update:
+            s.hidden = hidden
+            s.last_deep_update = s.frame_index
+
+    def finish(self, work: FrameWork) -> StepResult:
+        assert work.prob is not None
+        return self._result(work.padding.crop(work.prob), work.is_memory_frame)
 
     # --- conditions ------------------------------------------------------------------------
 
@@ -150,21 +227,7 @@ class InferenceCore:
         """A mask that sets every known object leaves nothing to predict."""
         return given is not None and set(self.state.object_ids) <= set(given.given)
 
-    # --- phases ----------------------------------------------------------------------------
-
-    def _segment(
-        self, key: Tensor, selection: Tensor, f16: Tensor, f8: Tensor, f4: Tensor, is_normal_update: bool
-    ) -> Tensor:
-        """Read memory and decode → (1+n)×Hp×Wp, objects in state order."""
-        s = self.state
-        readout = s.memory.match_memory(key[0], selection[0])  # n×CV×h×w
-        rows = torch.zeros(readout.shape[0], dtype=torch.int64)
-        assert s.hidden is not None
-        logits, hidden = self.engines.segment(f16, f8, f4, rows, readout, s.hidden)
-        if is_normal_update:
-            s.hidden = hidden
-        _, prob = aggregate(torch.sigmoid(logits), dim=0)
-        return prob
+    # --- masks ------------------------------------------------------------------------------
 
     def _merge_mask(self, prob: Tensor | None, given: MaskInput) -> Tensor:
         """The given objects take the mask; the others keep their prediction outside its labels."""
@@ -188,30 +251,6 @@ class InferenceCore:
         h, w = padded_hw[0] // STRIDE, padded_hw[1] // STRIDE
         zeros = torch.zeros(added, self.config.hidden_dim, h, w)
         s.hidden = zeros if s.hidden is None else torch.cat([s.hidden, zeros.to(s.hidden)], 0)
-
-    def _memorise(
-        self,
-        image: Tensor,
-        key: Tensor,
-        shrinkage: Tensor,
-        selection: Tensor,
-        f16: Tensor,
-        masks: Tensor,
-        is_deep_update: bool,
-    ) -> None:
-        """Encode the objects' values and write a memory frame (deep-updating the sensory memory)."""
-        s = self.state
-        if not s.object_ids:
-            return
-        assert s.hidden is not None
-        rows = torch.zeros(len(s.object_ids), dtype=torch.int64)
-        others = masks.sum(0, keepdim=True) - masks
-        value, hidden = self.engines.encode_value(image, f16, rows, s.hidden, masks, others)
-        s.memory.add_memory(key[0], shrinkage[0], value, list(s.object_ids), selection[0])
-        s.last_memory_frame = s.frame_index
-        if is_deep_update:
-            s.hidden = hidden
-            s.last_deep_update = s.frame_index
 
     # --- objects ---------------------------------------------------------------------------
 
