@@ -7,26 +7,34 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
+from models.weights.registry import get_entry
 from server import __version__
 from server.api import errors, health, interpolate, sessions, stream
-from server.engines import load_rife_engine
+from server.engines import describe_runner, load_rife_engine, load_xmem_engine_set
 from server.metrics import Metrics
 from server.scheduler import SchedulerConfig
-from server.sessions import SessionState, SessionStore
+from server.sessions import MemoryBudget, SegmentationSession, SessionState, SessionStore
 from server.sessions.store import Session
 from server.settings import Settings
 from server.state import ServerState
 from server.tasks.interpolation import InterpolationService
+from server.tasks.segmentation import SegmentationService
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    state = ServerState(settings, Metrics(), SessionStore(settings.max_sessions, settings.session_ttl_s))
+    state = ServerState(
+        settings,
+        Metrics(),
+        SessionStore(settings.max_sessions, settings.session_ttl_s),
+        MemoryBudget(settings.memory_budget_bytes),
+    )
     app = FastAPI(
         title="vidserve",
         version=__version__,
@@ -62,16 +70,32 @@ async def load_models(state: ServerState) -> None:
     )
     try:
         for model in settings.models:
-            engine, spec = await asyncio.to_thread(load_rife_engine, settings, model)
-            service = InterpolationService(spec, engine, config, state.metrics.batch_observer(model))
-            service.scheduler.start()
-            state.interpolation[model] = service
-            _record_engine(state, service)
+            if get_entry(model).family == "xmem":
+                await _load_segmentation(state, model, config)
+            else:
+                await _load_interpolation(state, model, config)
     except Exception as exc:
         state.load_error = f"{type(exc).__name__}: {exc}"
         log.exception("loading engines failed; /readyz reports it")
         return
     state.ready = True
+
+
+async def _load_interpolation(state: ServerState, model: str, config: SchedulerConfig) -> None:
+    engine, spec = await asyncio.to_thread(load_rife_engine, state.settings, model)
+    service = InterpolationService(spec, engine, config, state.metrics.batch_observer(model))
+    service.scheduler.start()
+    state.interpolation[model] = service
+    _record_engine(state, model, engine.describe(), lambda: service.scheduler.queue_depth)
+
+
+async def _load_segmentation(state: ServerState, model: str, config: SchedulerConfig) -> None:
+    observe = state.metrics.observe_engine_call
+    engines, _ = await asyncio.to_thread(load_xmem_engine_set, state.settings, model, observe)
+    service = SegmentationService(model, engines, config, state.metrics.batch_observer(model))
+    service.scheduler.start()
+    state.segmentation[model] = service
+    _record_engine(state, model, describe_runner(engines.encode_key), lambda: service.scheduler.queue_depth)
 
 
 async def reap_idle_sessions(state: ServerState) -> None:
@@ -91,34 +115,51 @@ async def shutdown(state: ServerState, *tasks: asyncio.Task[None]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     for session in state.sessions.all():
         await state.sessions.close(session.id, SessionState.CLOSED, "closed: server shutting down")
-    for service in state.interpolation.values():
-        await service.scheduler.stop()
+    for rife in state.interpolation.values():
+        await rife.scheduler.stop()
+    for xmem in state.segmentation.values():
+        await xmem.scheduler.stop()
     state.interpolation.clear()
+    state.segmentation.clear()
     state.ready = False
 
 
 async def _cancel_queued(state: ServerState, session: Session) -> None:
-    """A closed session's queued rows are dropped between batches."""
-    service = state.interpolation.get(session.model)
-    if service is not None:
-        await service.scheduler.cancel(session.id)
+    """A closed session's queued work is dropped between batches, and its memory freed."""
+    if session.model in state.interpolation:
+        await state.interpolation[session.model].scheduler.cancel(session.id)
+    if session.model in state.segmentation:
+        await state.segmentation[session.model].scheduler.cancel(session.id)
+    state.budget.release(session.id)
+    if isinstance(session, SegmentationSession):
+        session.xmem.reset()  # why: drop the tensors now, not when the last reference goes
 
 
-def _record_engine(state: ServerState, service: InterpolationService) -> None:
-    engine = service.engine
+def _record_engine(state: ServerState, model: str, facts: dict[str, Any], depth: Callable[[], int]) -> None:
     state.metrics.engine_info.labels(
-        engine.model,
-        engine.backend,
-        ",".join(engine.providers),
-        ",".join(engine.requested_providers),
-        str(engine.fell_back).lower(),
+        model,
+        facts["backend"],
+        ",".join(facts["providers"]),
+        ",".join(facts["requested_providers"]),
+        str(facts["fell_back"]).lower(),
     ).set(1)
-    state.metrics.queue_depth.labels(engine.model).set_function(lambda: service.scheduler.queue_depth)
+    state.metrics.queue_depth.labels(model).set_function(depth)
 
 
 def _register_gauges(state: ServerState) -> None:
-    for task in ("interpolate",):
+    for task in ("interpolate", "segment"):
         state.metrics.active_sessions.labels(task).set_function(_session_counter(state, task))
+    for tier in ("working", "long_term", "sensory"):
+        state.metrics.memory_bytes.labels(tier).set_function(_tier_bytes(state, tier))
+    state.metrics.memory_reserved.set_function(lambda: state.budget.reserved_bytes)
+
+
+def _tier_bytes(state: ServerState, tier: str) -> Callable[[], float]:
+    def total() -> float:
+        sessions = [s for s in state.sessions.all() if isinstance(s, SegmentationSession)]
+        return sum(s.memory_bytes()[tier] for s in sessions)
+
+    return total
 
 
 def _session_counter(state: ServerState, task: str) -> Callable[[], float]:

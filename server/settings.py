@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(64, ge=1, description="queued rows per engine before callers get 429/1013")
     max_sessions: int = Field(64, ge=1, description="open sessions before POST /v1/sessions answers 429")
     session_ttl_s: float = Field(300.0, gt=0, description="idle seconds before a session expires")
+    max_objects: int = Field(32, ge=1, le=255, description="objects one segmentation session may track")
+    memory_budget_bytes: int = Field(
+        8 * 2**30, ge=0, description="segmentation memory all sessions may reserve (each its worst case)"
+    )
     max_pixels: int = Field(3840 * 2160, ge=1, description="largest frame accepted (width × height)")
     max_message_bytes: int = Field(
         64 * 2**20, ge=1024, description="largest upload or websocket message, in bytes"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from models.weights.registry import get_entry
 from server.metrics import Metrics
-from server.sessions import SessionStore
+from server.sessions import MemoryBudget, SessionStore
 from server.settings import Settings
 from server.tasks.interpolation import InterpolationService
+from server.tasks.segmentation import SegmentationService
 
 
 class NotReady(RuntimeError):
@@ -25,23 +27,31 @@ class ServerState:
     settings: Settings
     metrics: Metrics
     sessions: SessionStore
+    budget: MemoryBudget  # segmentation memory, reserved per session
     interpolation: dict[str, InterpolationService] = field(default_factory=dict)  # by model name
+    segmentation: dict[str, SegmentationService] = field(default_factory=dict)  # by model name
     ready: bool = False  # every engine loaded and warmed
     load_error: str | None = None  # why loading failed, for /readyz
     accepting: bool = True  # False once shutdown begins
 
-    @property
-    def default_model(self) -> str:
-        return self.settings.models[0]
-
-    def interpolation_service(self, model: str | None) -> InterpolationService:
-        """The service for ``model`` (default: the first configured), once engines are ready."""
-        name = model or self.default_model
+    def _model(self, model: str | None, family: str, task: str) -> str:
+        """``model``, or the first configured model of ``family``; checked to be served."""
+        served = [m for m in self.settings.models if get_entry(m).family == family]
+        name = model or (served[0] if served else None)
+        if name is None:
+            raise UnknownModel(f"this server serves no {task} model; it serves {self.settings.models}")
         if name not in self.settings.models:
             raise UnknownModel(f"unknown model {name!r}; this server serves {self.settings.models}")
+        if name not in served:
+            raise UnknownModel(f"model {name!r} is not a {task} model")
         if not self.ready:
             raise NotReady(self.load_error or "engines are still loading; see /readyz")
-        service = self.interpolation.get(name)
-        if service is None:
-            raise UnknownModel(f"model {name!r} is not an interpolation model")
-        return service
+        return name
+
+    def interpolation_service(self, model: str | None) -> InterpolationService:
+        """The service for ``model`` (default: the first RIFE model), once engines are ready."""
+        return self.interpolation[self._model(model, "rife", "interpolation")]
+
+    def segmentation_service(self, model: str | None) -> SegmentationService:
+        """The service for ``model`` (default: the first XMem model), once engines are ready."""
+        return self.segmentation[self._model(model, "xmem", "segmentation")]

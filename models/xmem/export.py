@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from models.repository import EngineMetadata, Format, TensorInfo, engine_dir, read_metadata, write_metadata
 from models.rife.export import exporter_versions
-from models.runtime import CPU_PROVIDERS, EngineKind, OnnxRunner, Runner, TorchRunner
+from models.runtime import CPU_PROVIDERS, EngineKind, OnnxRunner, ProviderSpec, Runner, TorchRunner
 from models.xmem.engines import ENGINE_NAMES, engine_modules
 from models.xmem.network import STRIDE, XMem
 
@@ -266,7 +266,7 @@ def load_engines(
     folder: Path,
     kind: EngineKind,
     *,
-    providers: Sequence[str] = CPU_PROVIDERS,
+    providers: Sequence[ProviderSpec] = CPU_PROVIDERS,
     device: torch.device | str = "cpu",
 ) -> XMemEngines:
     """The three engines an ``export_xmem`` folder holds, as runners of ``kind``."""

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from models.repository import Format, default_repository, engine_dir, is_current
-from models.runtime import CPU_PROVIDERS, EngineKind
+from models.runtime import CPU_PROVIDERS, EngineKind, ProviderSpec
 from models.weights.fetch import sha256_file, weights_path
 from models.weights.registry import get_entry
 from models.xmem.checkpoint import load_xmem
@@ -42,7 +42,7 @@ def load_xmem_engines(
     *,
     fp16: bool = False,
     repository: Path | None = None,
-    providers: Sequence[str] = CPU_PROVIDERS,
+    providers: Sequence[ProviderSpec] = CPU_PROVIDERS,
 ) -> XMemEngines:
     """The three engines over these weights, exporting them when missing or made from others."""
     if engine == "eager":

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.api.deps import State
+from server.engines import describe_runner
 
 router = APIRouter(tags=["operations"])
 
@@ -19,6 +20,10 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="Engines are loaded and warmed; which providers really run")
 async def readyz(state: State) -> JSONResponse:
     engines = [service.engine.describe() for service in state.interpolation.values()]
+    engines += [
+        {"model": model, **describe_runner(service.engines.encode_key), "warm": True}
+        for model, service in state.segmentation.items()
+    ]
     body = {
         "ready": state.ready,
         "error": state.load_error,

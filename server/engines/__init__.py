@@ -5,7 +5,16 @@ in ``models/runtime.py``, shared with the CLI and the benchmarks; this package c
 from the settings, loads it once, warms it up, and says what really runs.
 """
 
-from server.engines.engine import Engine, EngineError
-from server.engines.loading import choose_backend, choose_providers, load_rife_engine
+from server.engines.engine import Engine, EngineError, MeteredRunner, describe_runner
+from server.engines.loading import choose_backend, choose_providers, load_rife_engine, load_xmem_engine_set
 
-__all__ = ["Engine", "EngineError", "choose_backend", "choose_providers", "load_rife_engine"]
+__all__ = [
+    "Engine",
+    "EngineError",
+    "MeteredRunner",
+    "choose_backend",
+    "choose_providers",
+    "describe_runner",
+    "load_rife_engine",
+    "load_xmem_engine_set",
+]

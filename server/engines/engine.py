@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,44 @@ import torch
 from torch import Tensor
 
 from models.runtime import EngineKind, OnnxRunner, Runner
+
+
+class MeteredRunner:
+    """A runner that reports every call (its name, leading batch size, seconds) to ``observe``."""
+
+    def __init__(self, runner: Runner, name: str, observe: Callable[[str, int, float], None]) -> None:
+        self.runner = runner
+        self.name = name
+        self.observe = observe
+        self.kind = runner.kind
+
+    @property
+    def device(self) -> torch.device:
+        return getattr(self.runner, "device", torch.device("cpu"))
+
+    def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        started = time.perf_counter()
+        out = self.runner(*inputs)
+        self.observe(self.name, int(inputs[0].shape[0]), time.perf_counter() - started)
+        return out
+
+
+def describe_runner(runner: Runner) -> dict[str, object]:
+    """Backend and providers of a runner (looking through a MeteredRunner)."""
+    inner = runner.runner if isinstance(runner, MeteredRunner) else runner
+    device = getattr(inner, "device", torch.device("cpu"))
+    if isinstance(inner, OnnxRunner):
+        providers, requested, fell_back = list(inner.providers), list(inner.requested), bool(inner.missing)
+    else:
+        providers = requested = [f"torch:{device.type}"]
+        fell_back = False
+    return {
+        "backend": inner.kind,
+        "device": str(device),
+        "providers": providers,
+        "requested_providers": requested,
+        "fell_back": fell_back,
+    }
 
 
 class EngineError(RuntimeError):

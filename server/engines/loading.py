@@ -4,8 +4,10 @@ providers."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from models.repository import ENGINE_FILES, default_repository, engine_dir
@@ -14,7 +16,12 @@ from models.rife.spec import RifeSpec, get_spec
 from models.runtime import EngineKind, ProviderSpec
 from models.weights.fetch import FetchError, fetch
 from models.weights.registry import get_entry
-from server.engines.engine import Engine, EngineError
+from models.xmem.config import XMemConfig
+from models.xmem.engines import ENGINE_NAMES
+from models.xmem.export import XMemEngines
+from models.xmem.inference_core import InferenceCore
+from models.xmem.loading import load_xmem_engines
+from server.engines.engine import Engine, EngineError, MeteredRunner
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,9 +83,7 @@ def load_rife_engine(settings: Settings, model: str) -> tuple[Engine, RifeSpec]:
     if entry.family != "rife":
         raise EngineError(f"{model}: family {entry.family!r} is not served yet")
     spec = get_spec(model)
-    repository = settings.model_repository or (
-        settings.cache_dir / "model_repository" if settings.cache_dir else default_repository()
-    )
+    repository = _repository(settings)
     backend = choose_backend(settings)
     weights = resolve_weights(settings, model)
     runner = make_runner(
@@ -105,3 +110,47 @@ def warm_up_rife(engine: Engine) -> None:
     frames = torch.rand(2, 1, 3, height, width, device=engine.device)
     engine.run(frames[0], frames[1], torch.tensor([0.5]), torch.tensor([1.0]))
     engine.warm = True
+
+
+def load_xmem_engine_set(
+    settings: Settings, model: str, observe: Callable[[str, int, float], None]
+) -> tuple[XMemEngines, EngineKind]:
+    """Load (exporting on first start) and warm up XMem's three engines, each metered."""
+    entry = get_entry(model)
+    if entry.family != "xmem":
+        raise EngineError(f"{model}: family {entry.family!r} is not a segmentation model")
+    repository = _repository(settings)
+    backend = choose_backend(settings)
+    try:
+        engines = load_xmem_engines(
+            model,
+            resolve_weights(settings, model),
+            backend,
+            fp16=settings.fp16,
+            repository=repository,
+            providers=choose_providers(settings, repository, model),
+        )
+    except ValueError as exc:
+        raise EngineError(f"{model}: {exc}") from exc
+    metered = XMemEngines(
+        *(MeteredRunner(getattr(engines, name), f"{model}.{name}", observe) for name in ENGINE_NAMES)
+    )
+    warm_up_xmem(engines)
+    return metered, backend
+
+
+def warm_up_xmem(engines: XMemEngines) -> None:
+    """A masked frame then a predicted one: every engine runs once before the first user."""
+    core = InferenceCore(engines, XMemConfig(mem_every=1))
+    height, width = WARMUP_HW
+    frame = np.zeros((height, width, 3), np.uint8)
+    mask = np.zeros((height, width), np.uint8)
+    mask[: height // 2] = 1
+    core.step(frame, mask)
+    core.step(frame)
+
+
+def _repository(settings: Settings) -> Path:
+    if settings.model_repository is not None:
+        return settings.model_repository
+    return settings.cache_dir / "model_repository" if settings.cache_dir else default_repository()

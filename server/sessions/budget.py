@@ -1,0 +1,36 @@
+"""The global memory budget: each segmentation session reserves its worst case up front,
+so a running session never runs out of memory and is never cut short."""
+
+from __future__ import annotations
+
+
+class BudgetExceeded(RuntimeError):
+    """Admitting this session would exceed ``VIDSERVE_MEMORY_BUDGET_BYTES`` (429 / 1013)."""
+
+
+class MemoryBudget:
+    def __init__(self, total_bytes: int) -> None:
+        self.total_bytes = total_bytes
+        self._reserved: dict[str, int] = {}
+
+    @property
+    def reserved_bytes(self) -> int:
+        return sum(self._reserved.values())
+
+    def reserve(self, owner: str, nbytes: int) -> None:
+        """Hold ``nbytes`` for ``owner`` (replacing what it held), or raise ``BudgetExceeded``."""
+        others = self.reserved_bytes - self._reserved.get(owner, 0)
+        if others + nbytes > self.total_bytes:
+            raise BudgetExceeded(
+                f"memory budget exceeded: this session needs up to {_mib(nbytes)}, "
+                f"{_mib(self.total_bytes - others)} of {_mib(self.total_bytes)} is free; "
+                "try again later, or ask for fewer objects, a smaller processing size or less memory"
+            )
+        self._reserved[owner] = nbytes
+
+    def release(self, owner: str) -> None:
+        self._reserved.pop(owner, None)
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB"
