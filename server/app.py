@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request, Response
 
 from models.weights.registry import get_entry
 from server import __version__
-from server.api import errors, health, interpolate, sessions, stream
+from server.api import errors, health, interpolate, segment, sessions, stream
 from server.engines import describe_runner, load_rife_engine, load_xmem_engine_set
 from server.metrics import Metrics
 from server.scheduler import SchedulerConfig
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.server = state
-    for module in (health, interpolate, sessions, stream):
+    for module in (health, interpolate, sessions, segment, stream):
         app.include_router(module.router)
     errors.install(app)
     app.middleware("http")(count_requests)

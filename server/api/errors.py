@@ -13,9 +13,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from models.rife.inference import InterpolationInputError
+from models.xmem.config import XMemConfigError
+from models.xmem.inference_core import SegmentationInputError
+from server.masks import MaskError
 from server.media import MediaError
 from server.scheduler import Cancelled, Overloaded, TooLarge
-from server.sessions import SessionExpired, SessionLimitReached, SessionNotFound
+from server.sessions import BudgetExceeded, SessionExpired, SessionLimitReached, SessionNotFound
 from server.state import NotReady, UnknownModel
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,9 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (NotReady, 503, "not_ready"),
     (InterpolationInputError, 422, "invalid_argument"),
     (TooLarge, 422, "too_many_rows"),
+    (SegmentationInputError, 422, "invalid_argument"),
+    (XMemConfigError, 422, "invalid_argument"),
+    (BudgetExceeded, 429, "memory_budget_exceeded"),
     (Cancelled, 409, "session_closed"),
 ]
 
@@ -53,6 +59,8 @@ def to_api_error(exc: Exception) -> ApiError:
         return exc
     if isinstance(exc, MediaError):
         return ApiError(413 if exc.code == "image_too_large" else 400, exc.code, str(exc))
+    if isinstance(exc, MaskError):
+        return ApiError(422 if exc.code == "mask_size_mismatch" else 400, exc.code, str(exc))
     if isinstance(exc, SessionExpired):
         return ApiError(410, f"session_{exc.state.value}", str(exc))
     for kind, status, code in STATUS:
@@ -92,5 +100,5 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    for kind in (ApiError, MediaError, SessionExpired, *(k for k, _, _ in STATUS), Exception):
+    for kind in (ApiError, MediaError, MaskError, SessionExpired, *(k for k, _, _ in STATUS), Exception):
         app.add_exception_handler(kind, _domain_error)

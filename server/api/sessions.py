@@ -11,11 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.rife.inference import timesteps_for_factor
 from models.rife.scene import DEFAULT_SCENE_CHANGE_THRESHOLD
 from models.rife.spec import SCALES
+from models.xmem.config import XMemConfig
+from models.xmem.inference_core import STRIDE, InferenceCore
 from server.api.deps import State
 from server.api.errors import ApiError
 from server.media import ImageFormat
-from server.sessions import InterpolationSession, SessionState
+from server.sessions import InterpolationSession, SegmentationSession, SessionState
 from server.sessions.store import new_core
+from server.tasks.segmentation import memory_bound_bytes, padded_positions
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -54,7 +57,45 @@ class InterpolationSessionCreate(BaseModel):
         return self.timesteps or timesteps_for_factor(self.factor or 2)
 
 
-SessionCreate = Annotated[InterpolationSessionCreate, Field(discriminator="task")]
+XMEM_DEFAULTS = XMemConfig()
+
+
+class SegmentationSessionCreate(BaseModel):
+    """A live segmentation stream. Memory settings default to the paper's and are bounded
+    so that one session cannot take the whole budget by asking."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Literal["segment"]
+    model: str | None = Field(None, description="served XMem model (default: the first configured)")
+    processing_size: int | None = Field(
+        480,
+        ge=64,
+        le=2160,
+        description="frames' shorter side is resized to this (XMem's 480); null: as given",
+    )
+    max_objects: int | None = Field(None, ge=1, le=255, description="objects at once (default: the server's)")
+    output_format: Literal["png", "rle"] = Field("png", description="index PNG, or COCO RLE per object")
+    probabilities: bool = Field(False, description="also return each object's probability as an 8-bit PNG")
+    mem_every: int = Field(XMEM_DEFAULTS.mem_every, ge=1, le=100)
+    top_k: int = Field(XMEM_DEFAULTS.top_k, ge=1, le=256)
+    min_mid_term_frames: int = Field(XMEM_DEFAULTS.min_mid_term_frames, ge=1, le=50, description="T_min")
+    max_mid_term_frames: int = Field(XMEM_DEFAULTS.max_mid_term_frames, ge=2, le=100, description="T_max")
+    num_prototypes: int = Field(XMEM_DEFAULTS.num_prototypes, ge=1, le=1024)
+    max_long_term_elements: int = Field(XMEM_DEFAULTS.max_long_term_elements, ge=16, le=100_000)
+
+    def xmem_config(self) -> XMemConfig:
+        return XMEM_DEFAULTS.replace(
+            mem_every=self.mem_every,
+            top_k=self.top_k,
+            min_mid_term_frames=self.min_mid_term_frames,
+            max_mid_term_frames=self.max_mid_term_frames,
+            num_prototypes=self.num_prototypes,
+            max_long_term_elements=self.max_long_term_elements,
+        )
+
+
+SessionCreate = Annotated[InterpolationSessionCreate | SegmentationSessionCreate, Field(discriminator="task")]
 
 
 def stream_url(state: State, request: Request, session_id: str) -> str:
@@ -65,22 +106,16 @@ def stream_url(state: State, request: Request, session_id: str) -> str:
 
 @router.post("", status_code=201, summary="Open a session")
 async def create_session(body: SessionCreate, state: State, request: Request) -> JSONResponse:
-    service = state.interpolation_service(body.model)
-    timesteps = body.resolved_timesteps()
-    if len(timesteps) > state.settings.max_queue_size:
-        raise ApiError(
-            422, "too_many_rows", f"{len(timesteps)} timesteps per frame exceed the engine queue of "
-            f"{state.settings.max_queue_size} (VIDSERVE_MAX_QUEUE_SIZE)",
-        )  # fmt: skip
-    session = InterpolationSession(
-        core=new_core(),
-        model=service.engine.model,
-        timesteps=timesteps,
-        scale=body.scale,
-        scene_change_threshold=body.scene_change_threshold,
-        output_format=body.output_format,
-    )
-    state.sessions.add(session)
+    session: InterpolationSession | SegmentationSession
+    if isinstance(body, InterpolationSessionCreate):
+        session = new_interpolation(body, state)
+    else:
+        session = new_segmentation(body, state)
+    try:
+        state.sessions.add(session)
+    except Exception:
+        state.budget.release(session.id)
+        raise
     url = f"/v1/sessions/{session.id}"
     content = {
         **session.public(),
@@ -89,6 +124,54 @@ async def create_session(body: SessionCreate, state: State, request: Request) ->
         "ttl_s": state.settings.session_ttl_s,
     }
     return JSONResponse(content, status_code=201, headers={"Location": url})
+
+
+def new_segmentation(body: SegmentationSessionCreate, state: State) -> SegmentationSession:
+    """A session with its own XMem core over the shared engines, its worst case reserved."""
+    service = state.segmentation_service(body.model)
+    max_objects = body.max_objects or state.settings.max_objects
+    if max_objects > state.settings.max_objects:
+        raise ApiError(
+            422,
+            "invalid_argument",
+            f"max_objects {max_objects} exceeds the server's {state.settings.max_objects}",
+        )
+    config = body.xmem_config()
+    core = new_core()
+    # why this guess: the frame size is unknown until the first frame; assume up to 2:1 at the
+    # processing size (or the pixel limit), and settle the exact figure on that frame
+    side = body.processing_size
+    positions = padded_positions(side, 2 * side) if side else state.settings.max_pixels // (STRIDE * STRIDE)
+    reserved = memory_bound_bytes(config, positions, max_objects)
+    state.budget.reserve(core.id, reserved)
+    return SegmentationSession(
+        core=core,
+        model=service.model,
+        xmem=InferenceCore(service.engines, config),
+        processing_size=body.processing_size,
+        max_objects=max_objects,
+        output_format=body.output_format,
+        probabilities=body.probabilities,
+        reserved_bytes=reserved,
+    )
+
+
+def new_interpolation(body: InterpolationSessionCreate, state: State) -> InterpolationSession:
+    service = state.interpolation_service(body.model)
+    timesteps = body.resolved_timesteps()
+    if len(timesteps) > state.settings.max_queue_size:
+        raise ApiError(
+            422, "too_many_rows", f"{len(timesteps)} timesteps per frame exceed the engine queue of "
+            f"{state.settings.max_queue_size} (VIDSERVE_MAX_QUEUE_SIZE)",
+        )  # fmt: skip
+    return InterpolationSession(
+        core=new_core(),
+        model=service.engine.model,
+        timesteps=timesteps,
+        scale=body.scale,
+        scene_change_threshold=body.scene_change_threshold,
+        output_format=body.output_format,
+    )
 
 
 @router.get("/{session_id}", summary="A session's state and counters")

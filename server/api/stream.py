@@ -1,62 +1,29 @@
-"""``/v1/sessions/{id}/stream``: the websocket a live client streams frames over.
-
-The protocol is written down in docs/protocol.md; the close codes are ``CloseCode``.
-"""
+"""``/v1/sessions/{id}/stream``: the websocket a live client streams frames over, and
+the interpolation stream. The protocol is written down in docs/protocol.md."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
-import json
 import logging
 import time
-from collections.abc import MutableMapping
-from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from models.rife.inference import InterpolationInputError
-from server.media import MediaError, decode_image, encode_image
-from server.scheduler import Cancelled, Overloaded
-from server.sessions import InterpolationSession, SessionExpired, SessionNotFound, SessionState
+from server.api.framing import CloseCode, FrameError, FrameHeader, FrameStream, close
+from server.api.segment_stream import SegmentationStream
+from server.media import decode_image, encode_image
+from server.sessions import (
+    InterpolationSession,
+    SegmentationSession,
+    SessionExpired,
+    SessionNotFound,
+    SessionState,
+)
 from server.state import ServerState
 from server.tasks.interpolation import Interpolated
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["sessions"])
-MAX_REASON_BYTES = 123  # why: RFC 6455 §5.5 caps a close frame's payload at 125 bytes, 2 of them the code
-
-
-class CloseCode(enum.IntEnum):
-    NORMAL = 1000  # the session was deleted, or the client said goodbye
-    GOING_AWAY = 1001  # the server is shutting down
-    INTERNAL_ERROR = 1011  # a server bug; the session may be retried
-    TRY_AGAIN_LATER = 1013  # overloaded: the frame named in the last error was not run
-    UNKNOWN_SESSION = 4404  # no such session
-    ALREADY_STREAMING = 4409  # another websocket is attached to this session
-    SESSION_GONE = 4410  # the session expired (idle TTL) or was closed
-
-
-class FrameHeader(BaseModel):
-    """The optional text message before a frame's bytes."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    type: str = "frame"
-    frame_index: int | None = Field(None, ge=0, description="the client's frame number; default previous + 1")
-    pts: float | None = Field(
-        None, allow_inf_nan=False, description="presentation time of the frame, in the client's units"
-    )
-
-
-class FrameError(Exception):
-    """A frame that cannot be used; the stream goes on."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @router.websocket("/v1/sessions/{session_id}/stream")
@@ -74,13 +41,16 @@ async def stream(ws: WebSocket, session_id: str) -> None:
     if session.core.state is SessionState.STREAMING:
         await close(ws, CloseCode.ALREADY_STREAMING, "another stream is attached to this session")
         return
-    if not isinstance(session, InterpolationSession):
-        await close(ws, CloseCode.UNKNOWN_SESSION, f"session {session_id} is not an interpolation session")
-        return
     session.core.state = SessionState.STREAMING
     session.core.touch()
     try:
-        await InterpolationStream(state, ws, session).run()
+        handler: FrameStream
+        if isinstance(session, InterpolationSession):
+            handler = InterpolationStream(state, ws, session)
+        else:
+            assert isinstance(session, SegmentationSession)
+            handler = SegmentationStream(state, ws, session)
+        await handler.run()
     except WebSocketDisconnect:
         pass
     except Exception:
@@ -92,135 +62,22 @@ async def stream(ws: WebSocket, session_id: str) -> None:
         session.core.touch()
 
 
-async def close(ws: WebSocket, code: int, reason: str) -> None:
-    encoded = reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
-    with contextlib.suppress(RuntimeError):  # already closed by the client
-        await ws.close(code, encoded)
-
-
-class InterpolationStream:
-    """One attached websocket: frames in, in-between frames out, in order."""
+class InterpolationStream(FrameStream):
+    """Frames in; for each frame after the first, its pair's in-between frames out."""
 
     def __init__(self, state: ServerState, ws: WebSocket, session: InterpolationSession) -> None:
-        self.state = state
-        self.ws = ws
-        self.session = session
-        self.header: FrameHeader | None = None  # applies to the next binary message
+        super().__init__(state, ws, session)
+        self.interpolation = session
 
-    async def run(self) -> None:
-        await self.ws.send_json({"type": "session", **self.session.public()})
-        while True:
-            message = await self.receive()
-            if message is None or message["type"] == "websocket.disconnect":
-                return
-            self.session.core.touch()
-            text, data = message.get("text"), message.get("bytes")
-            if self.session.core.closed.is_set():
-                await self.refuse_after_close(data)
-                return
-            if isinstance(text, str):
-                await self.on_text(text)
-            elif isinstance(data, bytes) and not await self.on_frame(data):
-                return
-
-    async def receive(self) -> MutableMapping[str, Any] | None:
-        """The next message, or None once the session was closed (and the socket with it)."""
-        receive = asyncio.ensure_future(self.ws.receive())
-        closed = asyncio.ensure_future(self.session.core.closed.wait())
-        await asyncio.wait({receive, closed}, return_when=asyncio.FIRST_COMPLETED)
-        if receive.done():
-            closed.cancel()
-            return receive.result()
-        receive.cancel()
-        await close(self.ws, *self.close_code())
-        return None
-
-    async def refuse_after_close(self, data: object) -> None:
-        """A message that arrived as the session closed: a frame still gets its error."""
-        if isinstance(data, bytes):
-            index, _ = self.next_frame()
-            self.session.core.frames_in += 1
-            await self.fail(
-                index, "session_closed", "the session was closed; the frame was not run", "cancelled"
-            )
-        await close(self.ws, *self.close_code())
-
-    def close_code(self) -> tuple[int, str]:
-        core = self.session.core
-        if not self.state.accepting:
-            return CloseCode.GOING_AWAY, "server shutting down"
-        if core.state is SessionState.CLOSED:
-            return CloseCode.NORMAL, f"session {core.closed_reason}"
-        return CloseCode.SESSION_GONE, f"session expired: {core.closed_reason}"
-
-    async def on_text(self, text: str) -> None:
-        self.header = None  # why: a header that fails must not leave an older one to apply
-        try:
-            header = FrameHeader.model_validate(json.loads(text))
-        except json.JSONDecodeError as exc:
-            await self.send_error(None, "invalid_json", f"text message is not JSON: {exc}")
-            return
-        except ValidationError as exc:
-            await self.send_error(None, "invalid_message", _summary(exc))
-            return
-        if header.type != "frame":
-            await self.send_error(None, "invalid_message", f"unknown message type {header.type!r}")
-            return
-        self.header = header
-
-    def next_frame(self) -> tuple[int, float | None]:
-        """This frame's index and pts: from the header before it, else the previous index + 1
-        (the session's, so numbering goes on across reconnects)."""
-        header, self.header = self.header, None
-        given = header.frame_index if header else None
-        last = self.session.last_index
-        index = given if given is not None else (0 if last is None else last + 1)
-        return index, header.pts if header else None
-
-    def check_order(self, index: int) -> None:
-        previous = self.session.last_index
-        if previous is not None and index <= previous:
-            raise FrameError("frame_index_not_increasing", f"frame_index {index} is not after {previous}")
-        self.session.last_index = index
-
-    async def on_frame(self, data: bytes) -> bool:
-        """Answer one frame with its results or with an error naming it; False ends the stream."""
-        core = self.session.core
-        core.frames_in += 1
-        core.in_flight += 1
-        core.touch()
-        started = time.perf_counter()
-        index, pts = self.next_frame()
-        try:
-            self.check_order(index)
-            results = await self.interpolate(index, pts, data)
-            await self.send_frame_done(index, results, time.perf_counter() - started)
-            self.count("ok")
-            return True
-        except (FrameError, MediaError, InterpolationInputError) as exc:
-            code = getattr(exc, "code", "invalid_argument")
-            await self.fail(index, code, str(exc), "client_error")
-            return True
-        except Overloaded as exc:
-            await self.fail(index, "overloaded", f"{exc}; the frame was not run, resend it", "overloaded")
-            await close(self.ws, CloseCode.TRY_AGAIN_LATER, "overloaded: reconnect and resend the frame")
-            return False
-        except Cancelled as exc:
-            await self.fail(index, "session_closed", str(exc), "cancelled")
-            return True
-        except WebSocketDisconnect:
-            raise
-        except Exception:
-            log.exception("session %s: frame %s failed", self.session.id, index)
-            await self.fail(index, "internal_error", "internal error; see the server log", "server_error")
-            return True
-        finally:
-            core.in_flight -= 1
-            core.touch()
+    async def process(
+        self, index: int, pts: float | None, data: bytes, header: FrameHeader | None, started: float
+    ) -> None:
+        results = await self.interpolate(index, pts, data)
+        await self.send_frame_done(index, results, time.perf_counter() - started)
 
     async def interpolate(self, index: int, pts: float | None, data: bytes) -> list[Interpolated]:
         """Decode the frame; unless it is the first, return the pair's in-between frames."""
-        session = self.session
+        session = self.interpolation
         service = self.state.interpolation_service(session.model)
         pixels = await asyncio.to_thread(decode_image, data, self.state.settings.max_pixels)
         if session.size is not None and pixels.shape[:2] != session.size:
@@ -240,7 +97,7 @@ class InterpolationStream:
         return results
 
     async def send_results(self, index: int, pts: float | None, results: list[Interpolated]) -> None:
-        session = self.session
+        session = self.interpolation
         fmt = session.output_format
         encoded = await asyncio.to_thread(lambda: [encode_image(r.frame, fmt) for r in results])
         for part, (result, data) in enumerate(zip(results, encoded, strict=True)):
@@ -262,7 +119,6 @@ class InterpolationStream:
         session.scene_changes += int(any(r.scene_change for r in results))
 
     async def send_frame_done(self, index: int, results: list[Interpolated], seconds: float) -> None:
-        self.session.core.frames_done += 1
         await self.ws.send_json(
             {
                 "type": "frame_done",
@@ -273,23 +129,8 @@ class InterpolationStream:
             }
         )
 
-    async def fail(self, index: int, code: str, message: str, outcome: str) -> None:
-        self.session.core.frames_failed += 1
-        self.count(outcome)
-        await self.send_error(index, code, message)
-
-    async def send_error(self, index: int | None, code: str, message: str) -> None:
-        await self.ws.send_json({"type": "error", "frame_index": index, "code": code, "message": message})
-
-    def count(self, outcome: str) -> None:
-        self.state.metrics.frames.labels(self.session.task, outcome).inc()
-
 
 def _between(pts0: float | None, pts1: float | None, timestep: float) -> float | None:
     if pts0 is None or pts1 is None:
         return None
     return pts0 + timestep * (pts1 - pts0)
-
-
-def _summary(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())

@@ -1,0 +1,228 @@
+"""The framing every session stream shares (docs/protocol.md): text headers and controls,
+binary frames, one answer or one error per frame, and the close codes.
+
+A task's stream subclasses ``FrameStream`` and implements ``process`` (and, to take
+controls, ``on_control``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.rife.inference import InterpolationInputError
+from models.xmem.inference_core import SegmentationInputError
+from server.masks import MaskError
+from server.media import MediaError
+from server.scheduler import Cancelled, Overloaded, TooLarge
+from server.sessions import BudgetExceeded, InterpolationSession, SegmentationSession, SessionState
+from server.state import ServerState
+
+log = logging.getLogger(__name__)
+MAX_REASON_BYTES = 123  # why: RFC 6455 §5.5 caps a close frame's payload at 125 bytes, 2 of them the code
+
+
+class CloseCode(enum.IntEnum):
+    NORMAL = 1000  # the session was deleted, or the client said goodbye
+    GOING_AWAY = 1001  # the server is shutting down
+    INTERNAL_ERROR = 1011  # a server bug; the session may be retried
+    TRY_AGAIN_LATER = 1013  # overloaded: the frame named in the last error was not run
+    UNKNOWN_SESSION = 4404  # no such session
+    ALREADY_STREAMING = 4409  # another websocket is attached to this session
+    SESSION_GONE = 4410  # the session expired (idle TTL) or was closed
+
+
+class FrameHeader(BaseModel):
+    """The optional text message before a frame's bytes."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: str = "frame"
+    frame_index: int | None = Field(None, ge=0, description="the client's frame number; default previous + 1")
+    pts: float | None = Field(
+        None, allow_inf_nan=False, description="presentation time of the frame, in the client's units"
+    )
+
+
+class FrameError(Exception):
+    """A frame that cannot be used; the stream goes on."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def close(ws: WebSocket, code: int, reason: str) -> None:
+    encoded = reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+    with contextlib.suppress(RuntimeError):  # already closed by the client
+        await ws.close(code, encoded)
+
+
+# errors that are the client's: the frame is answered with its code and the stream goes on
+CLIENT_ERRORS = (FrameError, MediaError, MaskError, InterpolationInputError, SegmentationInputError, TooLarge)
+
+
+class FrameStream:
+    """One attached websocket: frames in, one answer (or one error) per frame, in order."""
+
+    header_model: type[FrameHeader] = FrameHeader
+
+    def __init__(
+        self, state: ServerState, ws: WebSocket, session: InterpolationSession | SegmentationSession
+    ) -> None:
+        self.state = state
+        self.ws = ws
+        self.session = session
+        self.header: FrameHeader | None = None  # applies to the next binary message
+
+    async def run(self) -> None:
+        await self.ws.send_json({"type": "session", **self.session.public()})
+        while True:
+            message = await self.receive()
+            if message is None or message["type"] == "websocket.disconnect":
+                return
+            self.session.core.touch()
+            text, data = message.get("text"), message.get("bytes")
+            if self.session.core.closed.is_set():
+                await self.refuse_after_close(data)
+                return
+            if isinstance(text, str):
+                await self.on_text(text)
+            elif isinstance(data, bytes) and not await self.on_frame(data):
+                return
+
+    async def receive(self) -> MutableMapping[str, Any] | None:
+        """The next message, or None once the session was closed (and the socket with it)."""
+        receive = asyncio.ensure_future(self.ws.receive())
+        closed = asyncio.ensure_future(self.session.core.closed.wait())
+        await asyncio.wait({receive, closed}, return_when=asyncio.FIRST_COMPLETED)
+        if receive.done():
+            closed.cancel()
+            return receive.result()
+        receive.cancel()
+        await close(self.ws, *self.close_code())
+        return None
+
+    async def refuse_after_close(self, data: object) -> None:
+        """A message that arrived as the session closed: a frame still gets its error."""
+        if isinstance(data, bytes):
+            index, _ = self.next_frame()
+            self.session.core.frames_in += 1
+            await self.fail(
+                index, "session_closed", "the session was closed; the frame was not run", "cancelled"
+            )
+        await close(self.ws, *self.close_code())
+
+    def close_code(self) -> tuple[int, str]:
+        core = self.session.core
+        if not self.state.accepting:
+            return CloseCode.GOING_AWAY, "server shutting down"
+        if core.state is SessionState.CLOSED:
+            return CloseCode.NORMAL, f"session {core.closed_reason}"
+        return CloseCode.SESSION_GONE, f"session expired: {core.closed_reason}"
+
+    async def on_text(self, text: str) -> None:
+        self.header = None  # why: a header that fails must not leave an older one to apply
+        try:
+            message = json.loads(text)
+        except json.JSONDecodeError as exc:
+            await self.send_error(None, "invalid_json", f"text message is not JSON: {exc}")
+            return
+        kind = message.get("type", "frame") if isinstance(message, dict) else None
+        try:
+            if kind == "frame":
+                self.header = self.header_model.model_validate(message)
+            else:
+                await self.on_control(kind, message)
+        except ValidationError as exc:
+            await self.send_error(None, "invalid_message", _summary(exc))
+        except CLIENT_ERRORS as exc:
+            await self.send_error(None, getattr(exc, "code", "invalid_argument"), str(exc))
+
+    async def on_control(self, kind: object, message: object) -> None:
+        """A text message that is not a frame header; tasks with controls override this."""
+        raise FrameError("invalid_message", f"unknown message type {kind!r}")
+
+    def next_frame(self) -> tuple[int, float | None]:
+        """This frame's index and pts: from the header before it, else the previous index + 1
+        (the session's, so numbering goes on across reconnects)."""
+        header, self.header = self.header, None
+        given = header.frame_index if header else None
+        last = self.session.last_index
+        index = given if given is not None else (0 if last is None else last + 1)
+        return index, header.pts if header else None
+
+    def check_order(self, index: int) -> None:
+        previous = self.session.last_index
+        if previous is not None and index <= previous:
+            raise FrameError("frame_index_not_increasing", f"frame_index {index} is not after {previous}")
+        self.session.last_index = index
+
+    async def on_frame(self, data: bytes) -> bool:
+        """Answer one frame with its results or with an error naming it; False ends the stream."""
+        core = self.session.core
+        core.frames_in += 1
+        core.in_flight += 1
+        core.touch()
+        started = time.perf_counter()
+        header = self.header
+        index, pts = self.next_frame()
+        try:
+            self.check_order(index)
+            await self.process(index, pts, data, header, started)
+            self.session.core.frames_done += 1
+            self.count("ok")
+            return True
+        except CLIENT_ERRORS as exc:
+            code = getattr(exc, "code", "invalid_argument")
+            await self.fail(index, code, str(exc), "client_error")
+            return True
+        except BudgetExceeded as exc:
+            await self.fail(index, "memory_budget_exceeded", str(exc), "overloaded")
+            return True
+        except Overloaded as exc:
+            await self.fail(index, "overloaded", f"{exc}; the frame was not run, resend it", "overloaded")
+            await close(self.ws, CloseCode.TRY_AGAIN_LATER, "overloaded: reconnect and resend the frame")
+            return False
+        except Cancelled as exc:
+            await self.fail(index, "session_closed", str(exc), "cancelled")
+            return True
+        except WebSocketDisconnect:
+            raise
+        except Exception:
+            log.exception("session %s: frame %s failed", self.session.id, index)
+            await self.fail(index, "internal_error", "internal error; see the server log", "server_error")
+            return True
+        finally:
+            core.in_flight -= 1
+            core.touch()
+
+    async def process(
+        self, index: int, pts: float | None, data: bytes, header: FrameHeader | None, started: float
+    ) -> None:
+        """Run one frame and send its answer; raise to answer with an error instead."""
+        raise NotImplementedError
+
+    async def fail(self, index: int, code: str, message: str, outcome: str) -> None:
+        self.session.core.frames_failed += 1
+        self.count(outcome)
+        await self.send_error(index, code, message)
+
+    async def send_error(self, index: int | None, code: str, message: str) -> None:
+        await self.ws.send_json({"type": "error", "frame_index": index, "code": code, "message": message})
+
+    def count(self, outcome: str) -> None:
+        self.state.metrics.frames.labels(self.session.task, outcome).inc()
+
+
+def _summary(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())

@@ -1,0 +1,143 @@
+"""Segmentation over REST: object controls, and one frame at a time for editors that
+cannot hold a websocket. The same operations as the stream's (``segment_ops``)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from server.api.deps import State
+from server.api.errors import ApiError
+from server.api.segment_ops import (
+    MaskSpec,
+    ObjectId,
+    RleMask,
+    decode_mask,
+    encode_answer_async,
+    queue_mask,
+    queue_removal,
+    queue_reset,
+    run_frame,
+    tracked_after,
+)
+from server.masks import decode_index_png
+from server.media import decode_image
+from server.sessions import PendingMask, SegmentationSession
+from server.state import ServerState
+
+router = APIRouter(prefix="/v1/sessions/{session_id}", tags=["segmentation"])
+
+
+class MaskRequest(BaseModel):
+    """Give, add or correct objects' masks on the next frame."""
+
+    model_config = ConfigDict(extra="forbid")
+    mask: MaskSpec
+    objects: list[ObjectId] | None = Field(None, description="ids the mask sets (default: all in it)")
+
+
+def segmentation_session(state: ServerState, session_id: str) -> SegmentationSession:
+    session = state.sessions.get(session_id)
+    if not isinstance(session, SegmentationSession):
+        raise ApiError(409, "wrong_task", f"session {session_id} is a {session.task} session")
+    session.core.touch()
+    return session
+
+
+def queued(session: SegmentationSession, control: str) -> dict[str, object]:
+    return {
+        "queued": control,
+        "applies_to": "the next frame",
+        "tracked_after": sorted(tracked_after(session)),
+    }
+
+
+@router.post("/mask", status_code=202, summary="Give, add or correct masks on the next frame")
+async def give_mask(session_id: str, body: MaskRequest, state: State) -> dict[str, object]:
+    session = segmentation_session(state, session_id)
+    mask, ids = await asyncio.to_thread(decode_mask, body.mask, session.size)
+    queue_mask(session, mask, body.objects if body.objects is not None else ids)
+    return queued(session, "mask")
+
+
+@router.delete("/objects/{object_id}", status_code=202, summary="Remove an object from the next frame on")
+async def remove_object(session_id: str, object_id: int, state: State) -> dict[str, object]:
+    session = segmentation_session(state, session_id)
+    queue_removal(session, object_id)
+    return queued(session, "remove_object")
+
+
+@router.post("/reset", status_code=202, summary="Forget all memory and objects before the next frame")
+async def reset(session_id: str, state: State) -> dict[str, object]:
+    session = segmentation_session(state, session_id)
+    queue_reset(session)
+    return queued(session, "reset")
+
+
+@router.post("/frames", summary="Segment one frame (the session's next)")
+async def step_frame(
+    session_id: str,
+    state: State,
+    image: Annotated[UploadFile, File(description="the frame: PNG, JPEG or WebP")],
+    mask: Annotated[UploadFile | None, File(description="optional index PNG for this frame")] = None,
+    rle: Annotated[str | None, Form(description='optional {"id": COCO RLE, ...} for this frame')] = None,
+    objects: Annotated[
+        str | None, Form(description="ids the mask sets, e.g. 1,3 (default: all in it)")
+    ] = None,
+) -> dict[str, object]:
+    session = segmentation_session(state, session_id)
+    started = time.perf_counter()
+    pixels = await asyncio.to_thread(decode_image, await image.read(), state.settings.max_pixels)
+    given = await _given_mask(mask, rle, objects, (pixels.shape[0], pixels.shape[1]))
+    index = (session.last_index if session.last_index is not None else -1) + 1
+    session.core.frames_in += 1
+    try:
+        result = await run_frame(state, session, pixels, given)
+    except Exception:
+        session.core.frames_failed += 1
+        raise
+    session.last_index = index
+    session.core.frames_done += 1
+    message, binaries = await encode_answer_async(session, index, result, started)
+    return {**message, "data": [base64.b64encode(b).decode() for b in binaries]}
+
+
+async def _given_mask(
+    mask: UploadFile | None, rle: str | None, objects: str | None, size: tuple[int, int]
+) -> PendingMask | None:
+    ids = _parse_ids(objects)
+    if mask is not None and rle is not None:
+        raise ApiError(422, "invalid_argument", "give mask or rle, not both")
+    if mask is not None:
+        index_mask = await asyncio.to_thread(decode_index_png, await mask.read(), size)
+        return PendingMask(index_mask, ids)
+    if rle is not None:
+        try:
+            spec = RleMask(format="rle", objects=json.loads(rle))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise ApiError(
+                422, "invalid_rle", f"rle must be a JSON object of COCO RLEs by id: {exc}"
+            ) from exc
+        index_mask, rle_ids = await asyncio.to_thread(decode_mask, spec, size)
+        return PendingMask(index_mask, ids if ids is not None else rle_ids)
+    if ids is not None:
+        raise ApiError(422, "invalid_argument", "objects needs a mask or rle")
+    return None
+
+
+def _parse_ids(objects: str | None) -> list[int] | None:
+    if objects is None or not objects.strip():
+        return None
+    try:
+        ids = [int(v) for v in objects.split(",")]
+    except ValueError as exc:
+        raise ApiError(422, "invalid_argument", f"objects must be ids like 1,3; got {objects!r}") from exc
+    if any(not 1 <= i <= 255 for i in ids):
+        raise ApiError(422, "invalid_object_id", f"object ids are 1..255, got {ids}")
+    return ids
