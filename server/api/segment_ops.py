@@ -168,7 +168,7 @@ async def run_frame(
         if given is not None:
             check_object_count(session, given)
         mask = given or session.pending_mask
-        if mask is None and not session.xmem.state.object_ids and not session.pending_reset:
+        if mask is None and not tracked_after(session):
             raise SegmentationInputError(
                 "no object yet: the first frame (or one before it) must bring a mask"
             )

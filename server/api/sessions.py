@@ -12,7 +12,7 @@ from models.rife.inference import timesteps_for_factor
 from models.rife.scene import DEFAULT_SCENE_CHANGE_THRESHOLD
 from models.rife.spec import SCALES
 from models.xmem.config import XMemConfig
-from models.xmem.inference_core import STRIDE, InferenceCore
+from models.xmem.inference_core import InferenceCore
 from server.api.deps import State
 from server.api.errors import ApiError
 from server.media import ImageFormat
@@ -58,6 +58,8 @@ class InterpolationSessionCreate(BaseModel):
 
 
 XMEM_DEFAULTS = XMemConfig()
+DEFAULT_OBJECTS = 4  # why: each object adds 512 floats to every memory element; ask for more
+DEFAULT_SIDE = 480  # why: XMem's evaluation size, for reserving before the first frame
 
 
 class SegmentationSessionCreate(BaseModel):
@@ -74,7 +76,12 @@ class SegmentationSessionCreate(BaseModel):
         le=2160,
         description="frames' shorter side is resized to this (XMem's 480); null: as given",
     )
-    max_objects: int | None = Field(None, ge=1, le=255, description="objects at once (default: the server's)")
+    max_objects: int | None = Field(
+        None,
+        ge=1,
+        le=255,
+        description=f"objects at once (default {DEFAULT_OBJECTS}, at most VIDSERVE_MAX_OBJECTS)",
+    )
     output_format: Literal["png", "rle"] = Field("png", description="index PNG, or COCO RLE per object")
     probabilities: bool = Field(False, description="also return each object's probability as an 8-bit PNG")
     mem_every: int = Field(XMEM_DEFAULTS.mem_every, ge=1, le=100)
@@ -129,7 +136,7 @@ async def create_session(body: SessionCreate, state: State, request: Request) ->
 def new_segmentation(body: SegmentationSessionCreate, state: State) -> SegmentationSession:
     """A session with its own XMem core over the shared engines, its worst case reserved."""
     service = state.segmentation_service(body.model)
-    max_objects = body.max_objects or state.settings.max_objects
+    max_objects = body.max_objects or min(DEFAULT_OBJECTS, state.settings.max_objects)
     if max_objects > state.settings.max_objects:
         raise ApiError(
             422,
@@ -140,8 +147,8 @@ def new_segmentation(body: SegmentationSessionCreate, state: State) -> Segmentat
     core = new_core()
     # why this guess: the frame size is unknown until the first frame; assume up to 2:1 at the
     # processing size (or the pixel limit), and settle the exact figure on that frame
-    side = body.processing_size
-    positions = padded_positions(side, 2 * side) if side else state.settings.max_pixels // (STRIDE * STRIDE)
+    side = body.processing_size or DEFAULT_SIDE
+    positions = padded_positions(side, 2 * side)
     reserved = memory_bound_bytes(config, positions, max_objects)
     state.budget.reserve(core.id, reserved)
     return SegmentationSession(
