@@ -7,6 +7,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from models.repository import Format, default_repository, engine_dir, is_current
 from models.runtime import CPU_PROVIDERS, EngineKind, ProviderSpec
 from models.weights.fetch import sha256_file, weights_path
@@ -43,12 +45,14 @@ def load_xmem_engines(
     fp16: bool = False,
     repository: Path | None = None,
     providers: Sequence[ProviderSpec] = CPU_PROVIDERS,
+    device: torch.device | str = "cpu",
 ) -> XMemEngines:
-    """The three engines over these weights, exporting them when missing or made from others."""
+    """The three engines over these weights, exporting them when missing or made from others;
+    ``device`` is for the torch kinds (ONNX Runtime places itself by its providers)."""
     if engine == "eager":
         if fp16:
             raise ValueError("fp16 needs exported engines (torchscript or onnx)")
-        return eager_engines(load_xmem(weights))
+        return eager_engines(load_xmem(weights), device=device)
     fmt: Format = "onnx" if engine == "onnx" else "torchscript"
     folder = engine_dir(repository or default_repository(), model, fmt, fp16)
     sha = sha256_file(weights)
@@ -62,4 +66,4 @@ def load_xmem_engines(
             model_name=model,
             weights_sha256=sha,
         )
-    return load_engines(folder, engine, providers=providers)
+    return load_engines(folder, engine, providers=providers, device=device)

@@ -129,6 +129,7 @@ def load_xmem_engine_set(
             fp16=settings.fp16,
             repository=repository,
             providers=choose_providers(settings, repository, model),
+            device=torch_device(),
         )
     except ValueError as exc:
         raise EngineError(f"{model}: {exc}") from exc
