@@ -130,6 +130,11 @@ class InferenceCore:
     def config(self) -> XMemConfig:
         return self.state.config
 
+    @property
+    def device(self) -> torch.device:
+        """Where the engines give their outputs, so where this video's memory lives."""
+        return getattr(self.engines.encode_key, "device", torch.device("cpu"))
+
     def reset(self) -> None:
         """Forget everything: memory, objects, counters."""
         self.state = self._fresh_state(self.config)
@@ -162,7 +167,7 @@ class InferenceCore:
         s = self.state
         self._check_frame(frame)
         padding = Padding.for_size(*frame.shape[:2])
-        image = padding.apply(normalise(frame))  # 1×3×Hp×Wp
+        image = padding.apply(normalise(frame)).to(self.device)  # 1×3×Hp×Wp
         given = self._read_mask(mask, objects, padding, frame.shape[:2]) if mask is not None else None
         s.frame_index += 1
         is_memory_frame = s.frame_index - s.last_memory_frame >= self.config.mem_every or given is not None
@@ -236,7 +241,7 @@ class InferenceCore:
         s.object_ids.extend(new_ids)
         self._grow_hidden(len(new_ids), given.maps.shape[-2:])
         height, width = given.maps.shape[-2:]
-        maps = torch.zeros(len(s.object_ids), height, width)
+        maps = torch.zeros(len(s.object_ids), height, width, device=given.maps.device)
         if prob is not None:
             predicted = prob[1:].clone()
             predicted[:, given.region] = 0
@@ -249,7 +254,7 @@ class InferenceCore:
     def _grow_hidden(self, added: int, padded_hw: torch.Size) -> None:
         s = self.state
         h, w = padded_hw[0] // STRIDE, padded_hw[1] // STRIDE
-        zeros = torch.zeros(added, self.config.hidden_dim, h, w)
+        zeros = torch.zeros(added, self.config.hidden_dim, h, w, device=self.device)
         s.hidden = zeros if s.hidden is None else torch.cat([s.hidden, zeros.to(s.hidden)], 0)
 
     # --- objects ---------------------------------------------------------------------------
@@ -293,13 +298,13 @@ class InferenceCore:
             torch.stack([(labels == obj).float() for obj in given]) if given else torch.zeros(0, *mask.shape)
         )
         region = padding.apply((labels != 0)[None].float())[0] > 0.5
-        return MaskInput(given=given, maps=padding.apply(maps), region=region)
+        return MaskInput(given=given, maps=padding.apply(maps).to(self.device), region=region.to(self.device))
 
     def _result(self, prob: Tensor, is_memory_frame: bool) -> StepResult:
         """Reorder objects by id (state order is insertion order)."""
         ids = self.state.object_ids
         order = sorted(range(len(ids)), key=lambda i: ids[i])
-        index = torch.tensor([0, *[i + 1 for i in order]], dtype=torch.int64)
+        index = torch.tensor([0, *[i + 1 for i in order]], dtype=torch.int64, device=prob.device)
         return StepResult(
             prob=prob[index], object_ids=[ids[i] for i in order], is_memory_frame=is_memory_frame
         )
@@ -315,4 +320,4 @@ def normalise(frame: np.ndarray) -> Tensor:
 
 def background_only(image: Tensor) -> Tensor:
     """Before any object: probability 1 of background → 1×Hp×Wp."""
-    return torch.ones(1, *image.shape[-2:])
+    return torch.ones(1, *image.shape[-2:], device=image.device)
