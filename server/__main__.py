@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import asyncio
+import socket
 import sys
+from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
 
-from server.settings import Settings
+from server import logs
+from server.settings import Settings, settings_table
+from server.state import ServerState
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", help="address to bind (VIDSERVE_HOST)")
     parser.add_argument("--port", type=int, help="port to bind (VIDSERVE_PORT)")
+    parser.add_argument("--settings-table", action="store_true", help="print the settings table and exit")
     args = parser.parse_args(argv)
+    if args.settings_table:
+        print(settings_table(), end="")
+        return 0
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
         settings = Settings(**overrides)
@@ -32,19 +40,54 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with our drain run before its own shutdown on the first SIGTERM/SIGINT
+    (uvicorn alone would close websockets with 1012 before the app could finish frames).
+    A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
+        super().__init__(config)
+        self.state = state
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.draining = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.draining or self.loop is None:
+            super().handle_exit(sig, frame)
+            return
+        self.draining = True
+        self.loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        self.drain_task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        from server.app import drain
+
+        try:
+            await drain(self.state)
+        finally:
+            self.should_exit = True
+
+
 def run(settings: Settings) -> None:
     from server.app import create_app
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    uvicorn.run(
-        create_app(settings),
+    logs.configure(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # why: keep logs.configure's handler, so uvicorn's lines are JSON too
         ws_max_size=settings.max_message_bytes,
     )
+    DrainingServer(config, app.state.server).run()
 
 
 if __name__ == "__main__":

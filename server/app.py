@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
 from models.weights.registry import get_entry
-from server import __version__
+from server import __version__, logs
 from server.api import errors, health, interpolate, segment, sessions, stream
 from server.engines import describe_runner, load_rife_engine, load_xmem_engine_set
 from server.metrics import Metrics
@@ -107,6 +109,29 @@ async def reap_idle_sessions(state: ServerState) -> None:
             log.info("session %s expired", session_id)
 
 
+async def drain(state: ServerState) -> None:
+    """The first steps of a graceful stop (SIGTERM), before uvicorn closes anything:
+    stop admitting (``/readyz`` turns false), let in-flight frames finish within
+    ``drain_timeout_s``, then close every session, so streams end with 1001."""
+    state.accepting = False
+    log.info("draining: no new sessions or frames; waiting for in-flight frames")
+    deadline = time.monotonic() + state.settings.drain_timeout_s
+    while _in_flight(state) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    if _in_flight(state):
+        log.warning("drain timeout: %d frames still in flight are cancelled", _in_flight(state))
+    for session in state.sessions.all():
+        await state.sessions.close(session.id, SessionState.CLOSED, "closed: server shutting down")
+    deadline = time.monotonic() + 5
+    while state.active_streams and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)  # why: let the close frames reach the sockets before uvicorn stops
+
+
+def _in_flight(state: ServerState) -> int:
+    return sum(s.core.in_flight for s in state.sessions.all())
+
+
 async def shutdown(state: ServerState, *tasks: asyncio.Task[None]) -> None:
     """Stop admitting, close sessions (their streams end with 1001), drain queues, free engines."""
     state.accepting = False
@@ -183,7 +208,11 @@ def _outcome(status: int) -> str:
 
 
 async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Counts requests by task and outcome, and tags the request's log lines with its id."""
+    rid = request.headers.get("x-request-id") or secrets.token_hex(8)
+    logs.request_id.set(rid[:64])
     response = await call_next(request)
+    response.headers["X-Request-ID"] = rid[:64]
     task = _task_of(request.url.path)
     if task is not None:
         request.app.state.server.metrics.requests.labels(task, _outcome(response.status_code)).inc()

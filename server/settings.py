@@ -4,10 +4,12 @@ variables, validated once at startup. Model hyper-parameters live beside the mod
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.weights.registry import DEFAULT_MODEL, MODELS
@@ -55,9 +57,15 @@ class Settings(BaseSettings):
     )
     cache_dir: Path | None = Field(None, description="weights cache (default ~/.cache/vidserve)")
     model_repository: Path | None = Field(
-        None, description="exported engines (default <cache_dir>/model_repository)"
+        None, description="exported engines (default: model_repository in the cache directory)"
+    )
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="on SIGTERM, how long in-flight frames may take before streams close"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one object per line, with session id, frame index and request id"
+    )
 
     @field_validator("models")
     @classmethod
@@ -68,3 +76,19 @@ class Settings(BaseSettings):
         if not models:
             raise ValueError("at least one model must be loaded")
         return models
+
+
+def settings_table() -> str:
+    """The README's settings table, made from the fields above so that it cannot go stale."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        rows.append(f"| `VIDSERVE_{name.upper()}` | {_default(field)} | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
+def _default(field: FieldInfo) -> str:
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "–"
+    text = json.dumps(value) if isinstance(value, list | dict | bool) else str(value)
+    return f"`{text}`"

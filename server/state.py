@@ -32,7 +32,8 @@ class ServerState:
     segmentation: dict[str, SegmentationService] = field(default_factory=dict)  # by model name
     ready: bool = False  # every engine loaded and warmed
     load_error: str | None = None  # why loading failed, for /readyz
-    accepting: bool = True  # False once shutdown begins
+    accepting: bool = True  # False once a drain (SIGTERM) or shutdown begins
+    active_streams: int = 0  # websockets attached to a session right now
 
     def _model(self, model: str | None, family: str, task: str) -> str:
         """``model``, or the first configured model of ``family``; checked to be served."""
@@ -44,6 +45,8 @@ class ServerState:
             raise UnknownModel(f"unknown model {name!r}; this server serves {self.settings.models}")
         if name not in served:
             raise UnknownModel(f"model {name!r} is not a {task} model")
+        if not self.accepting:
+            raise NotReady("the server is shutting down")
         if not self.ready:
             raise NotReady(self.load_error or "engines are still loading; see /readyz")
         return name

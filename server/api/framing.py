@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.rife.inference import InterpolationInputError
 from models.xmem.inference_core import SegmentationInputError
+from server import logs
 from server.masks import MaskError
 from server.media import MediaError
 from server.scheduler import Cancelled, Overloaded, TooLarge
@@ -176,6 +177,13 @@ class FrameStream:
         started = time.perf_counter()
         header = self.header
         index, pts = self.next_frame()
+        logs.frame_index.set(index)
+        if not self.state.accepting:
+            await self.fail(
+                index, "shutting_down", "the server is shutting down; the frame was not run", "cancelled"
+            )
+            core.in_flight -= 1
+            return True
         try:
             self.check_order(index)
             await self.process(index, pts, data, header, started)
@@ -213,6 +221,7 @@ class FrameStream:
         raise NotImplementedError
 
     async def fail(self, index: int, code: str, message: str, outcome: str) -> None:
+        log.info("frame %d answered with %s: %s", index, code, message)
         self.session.core.frames_failed += 1
         self.count(outcome)
         await self.send_error(index, code, message)

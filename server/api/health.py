@@ -25,12 +25,13 @@ async def readyz(state: State) -> JSONResponse:
         for model, service in state.segmentation.items()
     ]
     body = {
-        "ready": state.ready,
+        "ready": state.ready and state.accepting,
+        "draining": not state.accepting,
         "error": state.load_error,
         "models": state.settings.models,
         "engines": engines,
     }
-    return JSONResponse(body, status_code=200 if state.ready else 503)
+    return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics")

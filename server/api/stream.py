@@ -9,6 +9,7 @@ import time
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from server import logs
 from server.api.framing import CloseCode, FrameError, FrameHeader, FrameStream, close
 from server.api.segment_stream import SegmentationStream
 from server.media import decode_image, encode_image
@@ -29,6 +30,7 @@ router = APIRouter(tags=["sessions"])
 @router.websocket("/v1/sessions/{session_id}/stream")
 async def stream(ws: WebSocket, session_id: str) -> None:
     state: ServerState = ws.app.state.server
+    logs.session_id.set(session_id)
     await ws.accept()  # why before any check: a close code with a reason needs an open socket
     try:
         session = state.sessions.get(session_id)
@@ -41,7 +43,11 @@ async def stream(ws: WebSocket, session_id: str) -> None:
     if session.core.state is SessionState.STREAMING:
         await close(ws, CloseCode.ALREADY_STREAMING, "another stream is attached to this session")
         return
+    if not state.accepting:
+        await close(ws, CloseCode.GOING_AWAY, "server shutting down")
+        return
     session.core.state = SessionState.STREAMING
+    state.active_streams += 1
     session.core.touch()
     try:
         handler: FrameStream
@@ -57,6 +63,7 @@ async def stream(ws: WebSocket, session_id: str) -> None:
         log.exception("session %s: stream failed", session_id)
         await close(ws, CloseCode.INTERNAL_ERROR, "internal error; see the server log")
     finally:
+        state.active_streams -= 1
         if session.core.state is SessionState.STREAMING:
             session.core.state = SessionState.OPEN
         session.core.touch()

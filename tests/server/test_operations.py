@@ -116,3 +116,12 @@ def test_python_m_server_rejects_bad_settings() -> None:
         env={"VIDSERVE_MAX_BATCH_SIZE": "0", "PATH": ""},
     )
     assert done.returncode == 2 and "max_batch_size" in done.stderr
+
+
+def test_readme_settings_table_is_generated_from_the_code() -> None:
+    from server.settings import settings_table
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    begin = readme.index("<!-- settings:begin")
+    table = readme[readme.index("\n", begin) + 1 : readme.index("<!-- settings:end -->")]
+    assert table == settings_table(), "README settings table is stale: run python -m server --settings-table"
