@@ -30,7 +30,9 @@ class MeteredRunner:
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         started = time.perf_counter()
         out = self.runner(*inputs)
-        self.observe(self.name, int(inputs[0].shape[0]), time.perf_counter() - started)
+        # why the last input: XMem's row inputs (hidden, others) end each signature, so this
+        # counts object rows (R) for segment and encode_value and frames (F) for encode_key
+        self.observe(self.name, int(inputs[-1].shape[0]), time.perf_counter() - started)
         return out
 
 

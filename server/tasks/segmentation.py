@@ -120,9 +120,9 @@ def _begin(
     hw: tuple[int, int],
 ) -> FrameWork:
     if hw != frame.shape[:2]:
-        frame = np.asarray(Image.fromarray(frame).resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
+        frame = np.array(Image.fromarray(frame).resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
         if mask is not None:
-            mask = np.asarray(Image.fromarray(mask).resize((hw[1], hw[0]), Image.Resampling.NEAREST))
+            mask = np.array(Image.fromarray(mask).resize((hw[1], hw[0]), Image.Resampling.NEAREST))
     return core.begin(frame, mask, objects)
 
 
