@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from models.weights.registry import get_entry
 from server.metrics import Metrics
+from server.scheduler import Scheduler
 from server.sessions import MemoryBudget, SessionStore
 from server.settings import Settings
 from server.tasks.interpolation import InterpolationService
 from server.tasks.segmentation import SegmentationService
+
+
+@contextlib.contextmanager
+def _announced(scheduler: Scheduler[Any, Any] | None, owner: str) -> Iterator[None]:
+    if scheduler is None:
+        yield
+        return
+    scheduler.expect(owner)
+    try:
+        yield
+    finally:
+        scheduler.unexpect(owner)
 
 
 class NotReady(RuntimeError):
@@ -34,6 +50,16 @@ class ServerState:
     load_error: str | None = None  # why loading failed, for /readyz
     accepting: bool = True  # False once a drain (SIGTERM) or shutdown begins
     active_streams: int = 0  # websockets attached to a session right now
+
+    def announce(self, model: str, owner: str) -> contextlib.AbstractContextManager[None]:
+        """While the block runs, ``owner``'s work for ``model`` is on its way (being decoded):
+        its engine's scheduler may hold a batch for it."""
+        scheduler: Scheduler[Any, Any] | None = None
+        if model in self.interpolation:
+            scheduler = self.interpolation[model].scheduler
+        if model in self.segmentation:
+            scheduler = self.segmentation[model].scheduler
+        return _announced(scheduler, owner)
 
     def _model(self, model: str | None, family: str, task: str) -> str:
         """``model``, or the first configured model of ``family``; checked to be served."""

@@ -186,7 +186,8 @@ class FrameStream:
             return True
         try:
             self.check_order(index)
-            await self.process(index, pts, data, header, started)
+            with self.state.announce(self.session.model, self.session.id):
+                await self.process(index, pts, data, header, started)
             self.session.core.frames_done += 1
             self.count("ok")
             return True

@@ -16,7 +16,7 @@ from server.api.deps import State
 from server.api.errors import ApiError
 from server.media import MEDIA_TYPES, ImageFormat, decode_image, encode_image
 from server.state import ServerState
-from server.tasks.interpolation import Interpolated
+from server.tasks.interpolation import Interpolated, InterpolationService
 
 router = APIRouter(prefix="/v1", tags=["interpolation"])
 
@@ -91,6 +91,25 @@ async def interpolate(
     service = state.interpolation_service(model)
     steps = parse_timesteps(timesteps, factor)
     threshold = parse_threshold(scene_change_threshold)
+    owner = "req-" + secrets.token_hex(6)
+    with state.announce(service.engine.model, owner):
+        results = await _run(state, service, owner, frame0, frame1, steps, scale, threshold)
+    encoded = await asyncio.to_thread(lambda: [encode_image(r.frame, output_format) for r in results])
+    if len(results) == 1:
+        return Response(encoded[0], media_type=MEDIA_TYPES[output_format], headers=_part_headers(results[0]))
+    return multipart_mixed(results, encoded, output_format)
+
+
+async def _run(
+    state: ServerState,
+    service: InterpolationService,
+    owner: str,
+    frame0: UploadFile,
+    frame1: UploadFile,
+    steps: list[float],
+    scale: float,
+    threshold: float | None,
+) -> list[Interpolated]:
     limit = state.settings.max_pixels
     data0, data1 = await read_upload(state, frame0, "frame0"), await read_upload(state, frame1, "frame1")
     pixels0 = await asyncio.to_thread(decode_image, data0, limit)
@@ -99,12 +118,7 @@ async def interpolate(
         raise InterpolationInputError(f"frame sizes differ: {pixels0.shape[:2]} and {pixels1.shape[:2]}")
     prepared0 = await asyncio.to_thread(service.prepare, pixels0, scale)
     prepared1 = await asyncio.to_thread(service.prepare, pixels1, scale)
-    owner = "req-" + secrets.token_hex(6)
-    results = await service.interpolate(owner, prepared0, prepared1, steps, threshold)
-    encoded = await asyncio.to_thread(lambda: [encode_image(r.frame, output_format) for r in results])
-    if len(results) == 1:
-        return Response(encoded[0], media_type=MEDIA_TYPES[output_format], headers=_part_headers(results[0]))
-    return multipart_mixed(results, encoded, output_format)
+    return await service.interpolate(owner, prepared0, prepared1, steps, threshold)
 
 
 def _part_headers(result: Interpolated) -> dict[str, str]:

@@ -98,7 +98,8 @@ async def step_frame(
     index = (session.last_index if session.last_index is not None else -1) + 1
     session.core.frames_in += 1
     try:
-        result = await run_frame(state, session, pixels, given)
+        with state.announce(session.model, session.id):
+            result = await run_frame(state, session, pixels, given)
     except Exception:
         session.core.frames_failed += 1
         raise

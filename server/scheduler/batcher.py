@@ -24,6 +24,10 @@ from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
+# why: bounds how long a batch waits for announced work (a frame still being decoded);
+# decoding and preparing a 4K frame takes about this long on one CPU core
+MAX_HOLD_S = 0.25
+
 P = TypeVar("P")  # what one request carries to the engine
 R = TypeVar("R")  # what the engine gives back for it
 P_contra = TypeVar("P_contra", contravariant=True)
@@ -116,8 +120,18 @@ class Scheduler(Generic[P, R]):
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{name}")
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # owners that announced work (a frame being decoded) and have not submitted it yet
+        self._expected: set[str] = set()
+        # when the engine last finished a batch: sessions it answered come back about now
+        self._free_since = time.monotonic()
 
     # --- the submitting side ----------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the scheduler runs on (where its futures live)."""
+        assert self._task is not None, "the scheduler has not started"
+        return self._task.get_loop()
 
     @property
     def queue_depth(self) -> int:
@@ -142,8 +156,19 @@ class Scheduler(Generic[P, R]):
         now = time.monotonic()
         requests = [Request(owner, key, p, loop.create_future(), now) for p in payloads]
         self._queue.extend(requests)
+        self._expected.discard(owner)
         self._wakeup.set()
         return [r.future for r in requests]
+
+    def expect(self, owner: str) -> None:
+        """``owner`` will submit soon (its frame is being decoded): a batch may wait for it."""
+        self._expected.add(owner)
+
+    def unexpect(self, owner: str) -> None:
+        """``owner`` submitted, or will not after all."""
+        if owner in self._expected:
+            self._expected.discard(owner)
+            self._wakeup.set()
 
     async def cancel(self, owner: str) -> None:
         """Drop ``owner``'s queued requests at the next batch boundary, and wait for that."""
@@ -180,12 +205,15 @@ class Scheduler(Generic[P, R]):
             await self._execute(batch)
 
     async def _wait_for_work(self) -> None:
-        """Sleep until something is queued, or until the oldest request's delay runs out."""
+        """Sleep until something changes, or until the oldest request's wait runs out."""
         self._wakeup.clear()
         timeout = None
         if self._queue:
-            waited = time.monotonic() - self._queue[0].enqueued_at
-            timeout = max(0.0, self.config.max_queue_delay_s - waited)
+            now = time.monotonic()
+            oldest = self._queue[0].enqueued_at
+            until_delay = self.config.max_queue_delay_s - (now - max(oldest, self._free_since))
+            until_hold = self.config.max_queue_delay_s + MAX_HOLD_S - (now - oldest)
+            timeout = max(0.0, until_delay if until_delay > 0 else until_hold)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout)
 
@@ -194,15 +222,21 @@ class Scheduler(Generic[P, R]):
 
         The oldest request picks the key (first come, first served across shapes); every
         queued request with that key joins, in order, up to ``max_batch_size``. It runs when
-        full, or when the oldest request has waited ``max_queue_delay``.
+        full; or once the oldest has waited ``max_queue_delay`` (counted from when the engine
+        became free, as the sessions it just answered are sending their next frames) and no
+        announced work is still on its way; or, at the latest, ``MAX_HOLD_S`` after that.
         """
         if not self._queue:
             return None
+        now = time.monotonic()
         oldest = self._queue[0]
         same_key = [r for r in self._queue if r.key == oldest.key][: self.config.max_batch_size]
         is_full = len(same_key) == self.config.max_batch_size
-        has_waited = time.monotonic() - oldest.enqueued_at >= self.config.max_queue_delay_s
-        if not (is_full or has_waited or self._stopping):
+        delay = self.config.max_queue_delay_s
+        has_waited = now - max(oldest.enqueued_at, self._free_since) >= delay
+        is_expecting = bool(self._expected - {r.owner for r in self._queue})
+        held_too_long = now - oldest.enqueued_at >= delay + MAX_HOLD_S
+        if not (is_full or self._stopping or held_too_long or (has_waited and not is_expecting)):
             return None
         chosen = {id(r) for r in same_key}
         self._queue = deque(r for r in self._queue if id(r) not in chosen)
@@ -219,8 +253,10 @@ class Scheduler(Generic[P, R]):
             self._report(batch, time.perf_counter() - started, ok=False)
             for request in batch.requests:
                 _resolve(request.future, exc=exc)
+            self._free_since = time.monotonic()
             return
         self._report(batch, time.perf_counter() - started, ok=True)
+        self._free_since = time.monotonic()
         for request, result in zip(batch.requests, results, strict=True):
             _resolve(request.future, result=result)
 
@@ -232,6 +268,7 @@ class Scheduler(Generic[P, R]):
     def _apply_controls(self) -> None:
         while self._controls:
             control = self._controls.popleft()
+            self._expected.discard(control.owner)
             dropped = [r for r in self._queue if r.owner == control.owner]
             self._queue = deque(r for r in self._queue if r.owner != control.owner)
             for request in dropped:

@@ -222,3 +222,28 @@ def test_a_closed_session_is_cancelled_between_batches(slow_batching_server: Run
     assert code == 1000
     assert calls == 0
     assert server.metric("vidserve_pending_request_count", model=MODEL) == 0
+
+
+def test_a_batch_waits_for_announced_work(server: RunningServer) -> None:
+    """A frame still being decoded when another is ready joins its batch, even when it takes
+    longer than the batching window (VIDSERVE_MAX_QUEUE_DELAY_MS, 2 ms here)."""
+    service = server.state.interpolation[MODEL]
+    scheduler = service.scheduler
+    frames = panning_frames(3)
+    prepared = [service.prepare(f, 1.0) for f in frames]
+    sizes: list[int] = []
+
+    async def run() -> None:
+        original = scheduler.on_batch
+        scheduler.on_batch = lambda stats: sizes.append(stats.size)
+        try:
+            scheduler.expect("late")
+            early = asyncio.ensure_future(service.interpolate("early", prepared[0], prepared[1], [0.5], None))
+            await asyncio.sleep(0.1)  # "late" is decoding, well past the 2 ms window
+            late = asyncio.ensure_future(service.interpolate("late", prepared[1], prepared[2], [0.5], None))
+            await asyncio.gather(early, late)
+        finally:
+            scheduler.on_batch = original
+
+    asyncio.run_coroutine_threadsafe(run(), scheduler.loop).result(timeout=60)
+    assert sizes == [2]
