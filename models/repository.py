@@ -78,11 +78,17 @@ def read_metadata(folder: Path) -> EngineMetadata:
     return EngineMetadata.from_json((folder / "metadata.json").read_text())
 
 
-def is_current(folder: Path, weights_sha256: str, files: Sequence[str]) -> bool:
-    """Whether ``folder`` holds ``files`` exported from the weights with this sha256."""
+def is_current(
+    folder: Path, weights_sha256: str, files: Sequence[str], exporter: dict[str, str] | None = None
+) -> bool:
+    """Whether ``folder`` holds ``files`` exported from the weights with this sha256 (and,
+    when ``exporter`` is given, by these library versions: an upgrade exports again)."""
     if not (folder / "metadata.json").is_file() or not all((folder / f).is_file() for f in files):
         return False
-    return read_metadata(folder).weights_sha256 == weights_sha256
+    metadata = read_metadata(folder)
+    if exporter is not None and metadata.exporter != exporter:
+        return False
+    return metadata.weights_sha256 == weights_sha256
 
 
 def write_metadata(folder: Path, metadata: EngineMetadata) -> Path:

@@ -11,7 +11,7 @@ import torch
 
 from models.repository import ENGINE_FILES, Format, default_repository, engine_dir, is_current
 from models.rife.checkpoint import load_ifnet
-from models.rife.export import export_rife
+from models.rife.export import export_rife, exporter_versions
 from models.rife.inference import Interpolator
 from models.rife.scene import DEFAULT_SCENE_CHANGE_THRESHOLD
 from models.rife.spec import get_spec
@@ -28,7 +28,7 @@ def ensure_engine(
     repository = repository or default_repository()
     folder = engine_dir(repository, model, fmt, fp16)
     sha = sha256_file(weights)
-    if is_current(folder, sha, [ENGINE_FILES[fmt]]):
+    if is_current(folder, sha, [ENGINE_FILES[fmt]], exporter_versions()):
         return folder / ENGINE_FILES[fmt]
     log.info("%s: exporting the %s engine into %s", model, fmt, folder)
     spec = get_spec(model)

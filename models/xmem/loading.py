@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from models.repository import Format, default_repository, engine_dir, is_current
+from models.rife.export import exporter_versions
 from models.runtime import CPU_PROVIDERS, EngineKind, ProviderSpec
 from models.weights.fetch import sha256_file, weights_path
 from models.weights.registry import get_entry
@@ -56,7 +57,7 @@ def load_xmem_engines(
     fmt: Format = "onnx" if engine == "onnx" else "torchscript"
     folder = engine_dir(repository or default_repository(), model, fmt, fp16)
     sha = sha256_file(weights)
-    if not is_current(folder, sha, [f"{name}{SUFFIXES[fmt]}" for name in ENGINE_NAMES]):
+    if not is_current(folder, sha, [f"{name}{SUFFIXES[fmt]}" for name in ENGINE_NAMES], exporter_versions()):
         log.info("%s: exporting %s engines into %s", model, fmt, folder)
         export_xmem(
             load_xmem(weights),

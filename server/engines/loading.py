@@ -4,6 +4,7 @@ providers."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,7 +45,17 @@ def choose_providers(settings: Settings, repository: Path, model: str) -> list[P
     names = settings.providers or (
         list(GPU_PROVIDER_ORDER) if torch.cuda.is_available() else ["CPUExecutionProvider"]
     )
-    return [_with_options(name, settings, repository / model / "tensorrt-cache") for name in names]
+    return [_with_options(name, settings, tensorrt_cache(repository, model)) for name in names]
+
+
+def tensorrt_cache(repository: Path, model: str) -> Path:
+    """TensorRT engines are built for one GPU model by one TensorRT: key their cache by both
+    (and by onnxruntime's version), so a new card or library builds afresh, a restart does not."""
+    import onnxruntime as ort
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no-gpu"
+    key = re.sub(r"[^A-Za-z0-9.]+", "-", f"{gpu}-ort{ort.__version__}").strip("-")
+    return repository / model / "tensorrt-cache" / key
 
 
 def _with_options(name: str, settings: Settings, trt_cache: Path) -> ProviderSpec:
