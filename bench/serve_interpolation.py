@@ -565,21 +565,34 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--reference-pairs", type=int, default=None, help="timed eager pairs per size (default 3)"
     )
-    parser.add_argument("--engine", default="auto", choices=ENGINES, help="the server's engine backend")
-    parser.add_argument("--providers", default=None, help="onnxruntime providers, comma-separated, in order")
-    parser.add_argument("--fp16", action="store_true", help="half-precision engine (GPU)")
-    parser.add_argument("--max-batch-size", type=int, default=None, help="default: the server's")
-    parser.add_argument("--max-queue-delay-ms", type=float, default=None, help="default: the server's")
     parser.add_argument("--input-format", default="jpeg", choices=FORMATS, help="what the clients send")
     parser.add_argument("--output-format", default="jpeg", choices=FORMATS, help="what the server returns")
+    add_server_args(parser)
+    args = parse_with_defaults(parser, argv, QUICK, FULL)
+    check_args(parser, args)
+    return args
+
+
+def add_server_args(parser: argparse.ArgumentParser) -> None:
+    """The server and output flags both serving benchmarks take."""
+    parser.add_argument("--engine", default="auto", choices=ENGINES, help="the server's engine backend")
+    parser.add_argument("--providers", default=None, help="onnxruntime providers, comma-separated, in order")
+    parser.add_argument("--fp16", action="store_true", help="half-precision engines (GPU)")
+    parser.add_argument("--max-batch-size", type=int, default=None, help="default: the server's")
+    parser.add_argument("--max-queue-delay-ms", type=float, default=None, help="default: the server's")
     parser.add_argument("--model-repository", type=Path, default=None, help="default: a temporary one")
     parser.add_argument("--write", action="store_true", help="update the section of --output")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARKS.md")
+
+
+def parse_with_defaults(
+    parser: argparse.ArgumentParser, argv: Sequence[str], quick: dict[str, Any], full: dict[str, Any]
+) -> argparse.Namespace:
+    """Parse, then fill the flags left unset from the quick or the full run's defaults."""
     args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
+    for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    check_args(parser, args)
     return args
 
 

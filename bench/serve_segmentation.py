@@ -54,14 +54,15 @@ from PIL import Image  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from report import device_line, split, timed, versions, write_section  # noqa: E402
 from serve_interpolation import (  # noqa: E402
-    ENGINES,
     SESSION_OFFSET_XY,
     MetricsSnapshot,
     RunInfo,
     SizeCase,
+    add_server_args,
     encode,
     loads,
     pan,
+    parse_with_defaults,
     repository,
 )
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
@@ -520,21 +521,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--processing-size", type=int, default=None, help="sessions' processing_size (default 480)"
     )
-    parser.add_argument("--engine", default="auto", choices=ENGINES, help="the server's engine backend")
-    parser.add_argument("--providers", default=None, help="onnxruntime providers, comma-separated, in order")
-    parser.add_argument("--fp16", action="store_true", help="half-precision engines (GPU)")
-    parser.add_argument("--max-batch-size", type=int, default=None, help="default: the server's")
-    parser.add_argument("--max-queue-delay-ms", type=float, default=None, help="default: the server's")
     parser.add_argument(
         "--weights", type=Path, default=None, help="XMem.pth (default: the hashed-weight recipe)"
     )
-    parser.add_argument("--model-repository", type=Path, default=None, help="default: a temporary one")
-    parser.add_argument("--write", action="store_true", help="update the section of --output")
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARKS.md")
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    add_server_args(parser)
+    args = parse_with_defaults(parser, argv, QUICK, FULL)
     check_args(parser, args)
     return args
 
