@@ -1,0 +1,523 @@
+"""The asyncio client: REST over httpx, streams over websockets (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from clients.python import protocol
+from clients.python.errors import (
+    CLOSE_TRY_AGAIN_LATER,
+    FrameRejected,
+    Gone,
+    NotFound,
+    NotReady,
+    Overloaded,
+    StreamClosed,
+    VidserveError,
+    error_from_body,
+    stream_closed,
+)
+from clients.python.frames import FrameLike, encode_frame, mask_ids
+from clients.python.protocol import FrameResult, Interpolated, SegmentResult
+
+T = TypeVar("T")
+RETRIED_STATUS = (429, 503)  # why: the protocol answers both with Retry-After: they pass
+
+
+class AsyncClient:
+    """A vidserve server at ``base_url``. REST 429/503 are retried ``max_retries`` times,
+    waiting Retry-After or ``backoff``·2^attempt seconds; so is a stream closed with 1013."""
+
+    def __init__(
+        self, base_url: str, *, timeout: float = 120.0, max_retries: int = 3, backoff: float = 0.5
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        """Seconds to wait before retry ``attempt`` (0-based)."""
+        if retry_after is not None:
+            try:
+                return max(0.0, float(retry_after))
+            except ValueError:
+                pass  # an HTTP date: fall back to our own backoff
+        return float(self.backoff * 2**attempt)
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One REST call, retried on 429/503; raises the typed error for any other 4xx/5xx."""
+        attempt = 0
+        while True:
+            response = await self._http.request(method, path, **kwargs)
+            if response.status_code < 400:
+                return response
+            if response.status_code in RETRIED_STATUS and attempt < self.max_retries:
+                await asyncio.sleep(self.delay(attempt, response.headers.get("retry-after")))
+                attempt += 1
+                continue
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            raise error_from_body(response.status_code, body, response.text)
+
+    # --- operations ---------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        """``GET /healthz``: the process is alive."""
+        body: dict[str, Any] = (await self.request("GET", "/healthz")).json()
+        return body
+
+    async def ready(self) -> dict[str, Any]:
+        """``GET /readyz`` once, without retries: its body when ready, else NotReady."""
+        response = await self._http.get("/readyz")
+        body: dict[str, Any] = response.json()
+        if response.status_code == 503:
+            raise NotReady("not_ready", str(body.get("error") or "engines are loading"), 503)
+        if response.status_code >= 400:
+            raise error_from_body(response.status_code, body, response.text)
+        return body
+
+    # --- one pair ------------------------------------------------------------------------
+
+    async def interpolate(
+        self,
+        frame0: FrameLike,
+        frame1: FrameLike,
+        *,
+        timesteps: list[float] | None = None,
+        factor: int | None = None,
+        scale: float = 1.0,
+        model: str | None = None,
+        output_format: str = "png",
+        scene_change_threshold: float | str | None = "default",
+    ) -> list[Interpolated]:
+        """``POST /v1/interpolate``: the in-between frames (uint8 H×W×3) in timestep order.
+        ``scene_change_threshold``: a number, None (never a cut) or "default" (the server's)."""
+        files = {
+            "frame0": ("frame0", encode_frame(frame0), "application/octet-stream"),
+            "frame1": ("frame1", encode_frame(frame1), "application/octet-stream"),
+        }
+        form = protocol.interpolate_form(
+            timesteps, factor, scale, model, output_format, scene_change_threshold
+        )
+        response = await self.request("POST", "/v1/interpolate", files=files, data=form)
+        content_type = response.headers.get("content-type", "")
+        if content_type.startswith("multipart/"):
+            return await asyncio.to_thread(protocol.parse_interpolated, content_type, response.content)
+        headers = dict(response.headers.items())
+        return [await asyncio.to_thread(protocol.parse_single, headers, response.content)]
+
+    # --- sessions --------------------------------------------------------------------------
+
+    async def create_session(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/sessions`` with a raw body: the created session object."""
+        created: dict[str, Any] = (await self.request("POST", "/v1/sessions", json=body)).json()
+        return created
+
+    async def create_interpolation_session(
+        self,
+        *,
+        factor: int | None = None,
+        timesteps: list[float] | None = None,
+        model: str | None = None,
+        scale: float = 1.0,
+        scene_change_threshold: float | None = 0.2,
+        output_format: str = "png",
+    ) -> AsyncInterpolationSession:
+        body = protocol.interpolation_body(
+            factor, timesteps, model, scale, scene_change_threshold, output_format
+        )
+        return AsyncInterpolationSession(self, body, await self.create_session(body))
+
+    async def create_segmentation_session(
+        self,
+        *,
+        model: str | None = None,
+        processing_size: int | None = 480,
+        max_objects: int = 4,
+        output_format: str = "png",
+        probabilities: bool = False,
+        mem_every: int | None = None,
+        top_k: int | None = None,
+        min_mid_term_frames: int | None = None,
+        max_mid_term_frames: int | None = None,
+        num_prototypes: int | None = None,
+        max_long_term_elements: int | None = None,
+    ) -> AsyncSegmentationSession:
+        """A segmentation session (§10); memory settings left None take the paper's values."""
+        memory = {
+            "mem_every": mem_every,
+            "top_k": top_k,
+            "min_mid_term_frames": min_mid_term_frames,
+            "max_mid_term_frames": max_mid_term_frames,
+            "num_prototypes": num_prototypes,
+            "max_long_term_elements": max_long_term_elements,
+        }
+        body = protocol.segmentation_body(
+            model, processing_size, max_objects, output_format, probabilities, memory
+        )
+        return AsyncSegmentationSession(self, body, await self.create_session(body))
+
+    def session(self, session_id: str) -> AsyncSession:
+        """A handle on an existing session, by id (for ``info``, ``delete``)."""
+        return AsyncSession(self, {}, {"id": session_id})
+
+
+class AsyncSession:
+    """A session on the server: ``id``, ``body`` (the settings it was created with), ``data``
+    (the creation answer)."""
+
+    def __init__(self, client: AsyncClient, body: dict[str, Any], data: dict[str, Any]) -> None:
+        self.client = client
+        self.body = body
+        self.data = data
+        self.id: str = data["id"]
+
+    @property
+    def stream_url(self) -> str:
+        given = self.data.get("stream_url")
+        if isinstance(given, str):
+            return given
+        return self.client.base_url.replace("http", "ws", 1) + f"/v1/sessions/{self.id}/stream"
+
+    async def info(self) -> dict[str, Any]:
+        """``GET /v1/sessions/{id}``."""
+        body: dict[str, Any] = (await self.client.request("GET", f"/v1/sessions/{self.id}")).json()
+        return body
+
+    async def delete(self) -> dict[str, Any]:
+        """``DELETE /v1/sessions/{id}``: the session object with ``state: "closed"``."""
+        body: dict[str, Any] = (await self.client.request("DELETE", f"/v1/sessions/{self.id}")).json()
+        return body
+
+    async def recreate(self) -> None:
+        """A new session with the same settings, in place of this one (after 404/410)."""
+        self.data = await self.client.create_session(self.body)
+        self.id = self.data["id"]
+
+
+class AsyncInterpolationSession(AsyncSession):
+    def stream(self) -> AsyncInterpolationStream:
+        """The session's websocket: ``async with session.stream() as stream: ...``."""
+        return AsyncInterpolationStream(self)
+
+
+class AsyncSegmentationSession(AsyncSession):
+    def stream(self, *, resume: bool = False) -> AsyncSegmentationStream:
+        """The session's websocket; ``resume``: re-create and re-prime the session if the server
+        forgets it (404/410, 4404/4410) or the connection drops."""
+        return AsyncSegmentationStream(self, resume=resume)
+
+
+class _Stream:
+    """One websocket on a session: connect, read the ``session`` message, close."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.client = session.client
+        self.info: dict[str, Any] = {}  # the first server message: the session object
+        self._ws: ClientConnection | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Open the websocket; a refused session raises StreamClosed (StreamNotFound 4404,
+        StreamGone 4410, 4409 another stream attached)."""
+        await self.close()
+        ws = await connect(self.session.stream_url, max_size=None, open_timeout=self.client.timeout)
+        try:
+            self.info = protocol.parse_text(await self._recv(ws))
+        except BaseException:
+            await ws.close()
+            raise
+        self._ws = ws
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            ws, self._ws = self._ws, None
+            await ws.close()
+
+    @property
+    def ws(self) -> ClientConnection:
+        if self._ws is None:
+            raise RuntimeError("the stream is not connected: use `async with session.stream()`")
+        return self._ws
+
+    async def _recv(self, ws: ClientConnection | None = None) -> str | bytes:
+        """The next message; a close raises the typed StreamClosed."""
+        ws = ws or self.ws
+        try:
+            return await asyncio.wait_for(ws.recv(), self.client.timeout)
+        except ConnectionClosed as exc:
+            raise _closed(exc) from exc
+
+    async def _send(self, *messages: str | bytes) -> None:
+        try:
+            for message in messages:
+                await self.ws.send(message)
+        except ConnectionClosed as exc:
+            raise _closed(exc) from exc
+
+
+class AsyncInterpolationStream(_Stream):
+    """Frames in, each frame's in-between frames out (§3–§6)."""
+
+    async def send(
+        self, frame: FrameLike, *, frame_index: int | None = None, pts: float | None = None
+    ) -> FrameResult:
+        """Send one frame and wait for its answer: the in-between frames of the pair it
+        completes (none for the first). An error naming it raises FrameRejected; an
+        ``overloaded`` frame is resent on a new connection (then without ``frame_index``: the
+        server took that index), at most ``max_retries`` times, then Overloaded."""
+        data = encode_frame(frame)
+        attempt = 0
+        while True:
+            try:
+                await self._send(*_frame_messages(protocol.frame_header(frame_index, pts), data))
+                return await self._answer()
+            except (FrameRejected, StreamClosed) as exc:
+                if not _overloaded(exc) or attempt >= self.client.max_retries:
+                    raise _as_overloaded(exc) if _overloaded(exc) else exc from None
+            await self._drain_close()
+            await asyncio.sleep(self.client.delay(attempt))
+            attempt += 1
+            frame_index = None
+            await self.connect()
+
+    async def _answer(self) -> FrameResult:
+        frames = []
+        while True:
+            message = protocol.parse_text(await self._recv())
+            if message["type"] == "result":
+                image = await self._recv()
+                if not isinstance(image, bytes):
+                    raise VidserveError("protocol_error", "a result header not followed by its image")
+                frames.append(await asyncio.to_thread(protocol.streamed_frame, message, image))
+            elif message["type"] == "frame_done":
+                return protocol.frame_result(message, frames)
+            elif message["type"] == "error":
+                raise protocol.rejected(message)
+
+    async def _drain_close(self) -> None:
+        """After ``overloaded`` the server closes with 1013: read up to the close."""
+        try:
+            while True:
+                await self._recv()
+        except StreamClosed:
+            pass
+
+    async def stream(self, frames: Iterable[FrameLike]) -> AsyncIterator[FrameResult]:
+        """Each frame's result, in order (a rejected frame raises FrameRejected)."""
+        for frame in frames:
+            yield await self.send(frame)
+
+
+class AsyncSegmentationStream(_Stream):
+    """Frames in, one mask per frame out, and the controls of §10."""
+
+    def __init__(self, session: AsyncSegmentationSession, *, resume: bool = False) -> None:
+        super().__init__(session)
+        self.resume = resume
+        self.last_frame: bytes | None = None  # the last frame answered with a result
+        self.last_mask: np.ndarray | dict[str, Any] | None = None  # its mask (index array or RLE spec)
+        self.resumed = 0  # times the session was re-created
+
+    async def connect(self) -> None:
+        try:
+            await super().connect()
+        except (NotFound, Gone):
+            if not self.resume:
+                raise
+            await self._recreate()
+
+    async def send(
+        self,
+        frame: FrameLike,
+        *,
+        mask: np.ndarray | dict[str, Any] | None = None,
+        objects: list[int] | None = None,
+        frame_index: int | None = None,
+        pts: float | None = None,
+    ) -> SegmentResult:
+        """Segment one frame (with ``mask``: uint8 H×W ids, or a §10 mask dict, setting
+        ``objects``); an error naming it raises FrameRejected."""
+        data = encode_frame(frame)
+        messages = _frame_messages(protocol.frame_header(frame_index, pts, mask, objects), data)
+        result = await self._resumable(lambda: self._exchange(messages))
+        self._remember(data, result)
+        return result
+
+    async def give_mask(self, mask: np.ndarray | dict[str, Any], objects: list[int] | None = None) -> None:
+        """Give, add or correct objects' masks on the next frame."""
+        await self._control(protocol.mask_control(mask, objects))
+
+    async def remove_object(self, object_id: int) -> None:
+        """Stop tracking ``object_id`` from the next frame on."""
+        await self._control(protocol.remove_control(object_id))
+        if isinstance(self.last_mask, np.ndarray):
+            self.last_mask = np.where(self.last_mask == object_id, 0, self.last_mask).astype(np.uint8)
+        elif isinstance(self.last_mask, dict):
+            self.last_mask["objects"].pop(str(object_id), None)
+
+    async def reset(self) -> None:
+        """Forget all memory and objects: the next frame needs a mask."""
+        await self._control(protocol.reset_control())
+        self.last_frame, self.last_mask = None, None
+
+    async def stream(
+        self, frames: Iterable[FrameLike], *, first_mask: np.ndarray | None = None
+    ) -> AsyncIterator[SegmentResult]:
+        """Each frame's result in order; ``first_mask`` goes with the first frame."""
+        for index, frame in enumerate(frames):
+            yield await self.send(frame, mask=first_mask if index == 0 else None)
+
+    async def _control(self, message: str) -> None:
+        async def exchange() -> None:
+            await self._send(message)
+            while True:
+                answer = protocol.parse_text(await self._recv())
+                if answer["type"] == "ack":
+                    return
+                if answer["type"] == "error":
+                    raise protocol.rejected(answer)
+
+        await self._resumable(exchange)
+
+    async def _exchange(self, messages: list[str | bytes]) -> SegmentResult:
+        await self._send(*messages)
+        message = protocol.parse_text(await self._recv())
+        if message["type"] == "error":
+            raise protocol.rejected(message)
+        if message["type"] != "result":
+            raise VidserveError("protocol_error", f"unexpected {message['type']!r} message")
+        binaries = []
+        for _ in message.get("bytes", []):
+            data = await self._recv()
+            if not isinstance(data, bytes):
+                raise VidserveError("protocol_error", "a result not followed by its binaries")
+            binaries.append(data)
+        return await asyncio.to_thread(protocol.segment_result, message, binaries)
+
+    async def _resumable(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, retried once per allowed attempt after an overload (1013) or, with
+        ``resume``, after the server forgot the session or the connection dropped."""
+        attempt = 0
+        failure: Exception | None = None  # what the next attempt must recover from first
+        while True:
+            try:
+                if failure is not None:
+                    await self._recover(failure)
+                result: T = await call()
+                return result
+            except (StreamClosed, OSError, httpx.TransportError, FrameRejected) as exc:
+                if attempt >= self.client.max_retries or not self._recoverable(exc):
+                    raise _as_overloaded(exc) if _overloaded(exc) else exc from None
+                await asyncio.sleep(self.client.delay(attempt))
+                attempt += 1
+                failure = exc
+
+    def _recoverable(self, exc: Exception) -> bool:
+        if _overloaded(exc):
+            return True
+        if isinstance(exc, FrameRejected):
+            return self.resume and exc.code == "session_closed"
+        closed_normally = isinstance(exc, StreamClosed) and exc.code == 1000  # deleted by a client
+        return self.resume and not closed_normally
+
+    async def _recover(self, exc: Exception) -> None:
+        if _overloaded(exc):
+            await self._drain_close()
+            await self.connect()
+            return
+        await self.close()
+        try:
+            await self.info_or_raise()
+            await super().connect()
+        except (NotFound, Gone):
+            await self._recreate()
+
+    async def info_or_raise(self) -> None:
+        """Raises NotFound/Gone when the server no longer knows the session."""
+        await self.session.info()
+
+    async def _drain_close(self) -> None:
+        try:
+            while True:
+                await self._recv()
+        except StreamClosed:
+            pass
+
+    async def _recreate(self) -> None:
+        """A new session with the same settings, primed with the last frame and its mask."""
+        await self.session.recreate()
+        self.resumed += 1
+        await super().connect()
+        if self.last_frame is None or self.last_mask is None:
+            return
+        if isinstance(self.last_mask, np.ndarray):
+            objects = mask_ids(self.last_mask)
+            if not objects:
+                return
+            header = protocol.frame_header(mask=self.last_mask, objects=objects)
+        else:
+            header = protocol.frame_header(mask=self.last_mask)
+        await self._exchange(_frame_messages(header, self.last_frame))
+
+    def _remember(self, data: bytes, result: SegmentResult) -> None:
+        if not self.resume:
+            return
+        self.last_frame = data
+        if result.mask is not None:
+            self.last_mask = result.mask
+        elif result.rles is not None:
+            self.last_mask = {"format": "rle", "objects": dict(result.rles)}
+
+
+def _frame_messages(header: str | None, data: bytes) -> list[str | bytes]:
+    return [data] if header is None else [header, data]
+
+
+def _overloaded(exc: BaseException) -> bool:
+    if isinstance(exc, FrameRejected):
+        return exc.code == "overloaded"
+    return isinstance(exc, StreamClosed) and exc.code == CLOSE_TRY_AGAIN_LATER
+
+
+def _as_overloaded(exc: Exception) -> Overloaded:
+    message = exc.message if isinstance(exc, VidserveError) else str(exc)
+    return Overloaded("overloaded", message)
+
+
+def _closed(exc: ConnectionClosed) -> StreamClosed:
+    """The typed error for a websockets close (no close frame received: the connection dropped)."""
+    received = exc.rcvd
+    return stream_closed(received.code if received else None, received.reason if received else "")

@@ -1,0 +1,234 @@
+"""The blocking client: the async client run on a private event loop in a background thread,
+so both share every line of protocol logic."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import numpy as np
+
+from clients.python.aio import (
+    AsyncClient,
+    AsyncInterpolationSession,
+    AsyncInterpolationStream,
+    AsyncSegmentationSession,
+    AsyncSegmentationStream,
+    AsyncSession,
+)
+from clients.python.frames import FrameLike
+from clients.python.protocol import FrameResult, Interpolated, SegmentResult
+
+T = TypeVar("T")
+
+
+class _Loop:
+    """An event loop in a daemon thread; ``run`` blocks on one coroutine there."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="vidserve-client", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+class Client:
+    """Blocking twin of AsyncClient: the same methods, same errors."""
+
+    def __init__(
+        self, base_url: str, *, timeout: float = 120.0, max_retries: int = 3, backoff: float = 0.5
+    ) -> None:
+        self._loop = _Loop()
+
+        async def build() -> AsyncClient:  # why: httpx binds its pool to the loop that uses it
+            return AsyncClient(base_url, timeout=timeout, max_retries=max_retries, backoff=backoff)
+
+        self.aio = self._loop.run(build())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._loop.loop.is_closed():
+            return
+        self._loop.run(self.aio.aclose())
+        self._loop.stop()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one of the async client's coroutines on this client's loop."""
+        return self._loop.run(coro)
+
+    def health(self) -> dict[str, Any]:
+        return self.run(self.aio.health())
+
+    def ready(self) -> dict[str, Any]:
+        return self.run(self.aio.ready())
+
+    def interpolate(
+        self,
+        frame0: FrameLike,
+        frame1: FrameLike,
+        *,
+        timesteps: list[float] | None = None,
+        factor: int | None = None,
+        scale: float = 1.0,
+        model: str | None = None,
+        output_format: str = "png",
+        scene_change_threshold: float | str | None = "default",
+    ) -> list[Interpolated]:
+        return self.run(
+            self.aio.interpolate(
+                frame0,
+                frame1,
+                timesteps=timesteps,
+                factor=factor,
+                scale=scale,
+                model=model,
+                output_format=output_format,
+                scene_change_threshold=scene_change_threshold,
+            )
+        )
+
+    def create_interpolation_session(self, **options: Any) -> InterpolationSession:
+        """Options as AsyncClient.create_interpolation_session."""
+        return InterpolationSession(self, self.run(self.aio.create_interpolation_session(**options)))
+
+    def create_segmentation_session(self, **options: Any) -> SegmentationSession:
+        """Options as AsyncClient.create_segmentation_session."""
+        return SegmentationSession(self, self.run(self.aio.create_segmentation_session(**options)))
+
+    def session(self, session_id: str) -> Session:
+        return Session(self, self.aio.session(session_id))
+
+
+class Session:
+    def __init__(self, client: Client, aio: AsyncSession) -> None:
+        self.client = client
+        self.aio = aio
+
+    @property
+    def id(self) -> str:
+        return self.aio.id
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.aio.data
+
+    def info(self) -> dict[str, Any]:
+        return self.client.run(self.aio.info())
+
+    def delete(self) -> dict[str, Any]:
+        return self.client.run(self.aio.delete())
+
+
+class InterpolationSession(Session):
+    aio: AsyncInterpolationSession
+
+    def stream(self) -> InterpolationStream:
+        return InterpolationStream(self.client, self.aio.stream())
+
+
+class SegmentationSession(Session):
+    aio: AsyncSegmentationSession
+
+    def stream(self, *, resume: bool = False) -> SegmentationStream:
+        return SegmentationStream(self.client, self.aio.stream(resume=resume))
+
+
+class _SyncStream:
+    def __init__(self, client: Client, aio: AsyncInterpolationStream | AsyncSegmentationStream) -> None:
+        self.client = client
+        self._aio = aio
+
+    def __enter__(self) -> Self:
+        self.connect()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        self.client.run(self._aio.connect())
+
+    def close(self) -> None:
+        self.client.run(self._aio.close())
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The stream's first message: the session object."""
+        return self._aio.info
+
+
+class InterpolationStream(_SyncStream):
+    def __init__(self, client: Client, aio: AsyncInterpolationStream) -> None:
+        super().__init__(client, aio)
+        self.aio = aio
+
+    def send(
+        self, frame: FrameLike, *, frame_index: int | None = None, pts: float | None = None
+    ) -> FrameResult:
+        return self.client.run(self.aio.send(frame, frame_index=frame_index, pts=pts))
+
+    def stream(self, frames: Iterable[FrameLike]) -> Iterator[FrameResult]:
+        for frame in frames:
+            yield self.send(frame)
+
+
+class SegmentationStream(_SyncStream):
+    def __init__(self, client: Client, aio: AsyncSegmentationStream) -> None:
+        super().__init__(client, aio)
+        self.aio = aio
+
+    @property
+    def session_id(self) -> str:
+        """The current session's id (a resumed stream's changes)."""
+        return self.aio.session.id
+
+    @property
+    def resumed(self) -> int:
+        return self.aio.resumed
+
+    def send(
+        self,
+        frame: FrameLike,
+        *,
+        mask: np.ndarray | dict[str, Any] | None = None,
+        objects: list[int] | None = None,
+        frame_index: int | None = None,
+        pts: float | None = None,
+    ) -> SegmentResult:
+        return self.client.run(
+            self.aio.send(frame, mask=mask, objects=objects, frame_index=frame_index, pts=pts)
+        )
+
+    def give_mask(self, mask: np.ndarray | dict[str, Any], objects: list[int] | None = None) -> None:
+        self.client.run(self.aio.give_mask(mask, objects))
+
+    def remove_object(self, object_id: int) -> None:
+        self.client.run(self.aio.remove_object(object_id))
+
+    def reset(self) -> None:
+        self.client.run(self.aio.reset())
+
+    def stream(
+        self, frames: Iterable[FrameLike], *, first_mask: np.ndarray | None = None
+    ) -> Iterator[SegmentResult]:
+        for index, frame in enumerate(frames):
+            yield self.send(frame, mask=first_mask if index == 0 else None)
