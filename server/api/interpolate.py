@@ -12,8 +12,7 @@ from fastapi.responses import Response
 
 from models.rife.inference import InterpolationInputError, check_timesteps, timesteps_for_factor
 from models.rife.scene import DEFAULT_SCENE_CHANGE_THRESHOLD
-from server.api.deps import State
-from server.api.errors import ApiError
+from server.api.deps import State, read_upload
 from server.media import MEDIA_TYPES, ImageFormat, decode_image, encode_image
 from server.state import ServerState
 from server.tasks.interpolation import Interpolated, InterpolationService
@@ -54,15 +53,6 @@ def parse_threshold(value: str | None) -> float | None:
     if not 0.0 <= threshold <= 1.0:
         raise InterpolationInputError(f"scene_change_threshold must be in [0, 1] or 'none', got {value!r}")
     return threshold
-
-
-async def read_upload(state: ServerState, upload: UploadFile, name: str) -> bytes:
-    data = await upload.read(state.settings.max_message_bytes + 1)
-    if len(data) > state.settings.max_message_bytes:
-        raise ApiError(
-            413, "payload_too_large", f"{name} is larger than {state.settings.max_message_bytes} bytes"
-        )
-    return data
 
 
 @router.post(

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from server.api.deps import State
+from server.api.deps import State, read_upload
 from server.api.errors import ApiError
 from server.api.segment_ops import (
     MaskSpec,
@@ -93,15 +93,16 @@ async def step_frame(
 ) -> dict[str, object]:
     session = segmentation_session(state, session_id)
     started = time.perf_counter()
-    pixels = await asyncio.to_thread(decode_image, await image.read(), state.settings.max_pixels)
-    given = await _given_mask(mask, rle, objects, (pixels.shape[0], pixels.shape[1]))
     index = (session.last_index if session.last_index is not None else -1) + 1
     session.core.frames_in += 1
     try:
         with state.announce(session.model, session.id):
+            data = await read_upload(state, image, "image")
+            pixels = await asyncio.to_thread(decode_image, data, state.settings.max_pixels)
+            given = await _given_mask(state, mask, rle, objects, (pixels.shape[0], pixels.shape[1]))
             result = await run_frame(state, session, pixels, given)
     except Exception:
-        session.core.frames_failed += 1
+        session.core.frames_failed += 1  # why: the error answers this frame; it is not dropped
         raise
     session.last_index = index
     session.core.frames_done += 1
@@ -110,13 +111,14 @@ async def step_frame(
 
 
 async def _given_mask(
-    mask: UploadFile | None, rle: str | None, objects: str | None, size: tuple[int, int]
+    state: ServerState, mask: UploadFile | None, rle: str | None, objects: str | None, size: tuple[int, int]
 ) -> PendingMask | None:
     ids = _parse_ids(objects)
     if mask is not None and rle is not None:
         raise ApiError(422, "invalid_argument", "give mask or rle, not both")
     if mask is not None:
-        index_mask = await asyncio.to_thread(decode_index_png, await mask.read(), size)
+        data = await read_upload(state, mask, "mask")
+        index_mask = await asyncio.to_thread(decode_index_png, data, size)
         return PendingMask(index_mask, ids)
     if rle is not None:
         try:

@@ -325,3 +325,20 @@ def test_memory_budget_and_expiry(
 async def _closed(url: str) -> None:
     async with connect(url) as ws:
         await ws.recv()
+
+
+def test_rest_frame_errors_are_counted_and_bounded(
+    hashed_checkpoint: Path, engine_repository: Path, spec: dict[str, Any]
+) -> None:
+    """A REST frame over the upload limit gets 413, a corrupt one 400; both are counted as
+    answered with an error, none as dropped."""
+    settings = xmem_settings(hashed_checkpoint, engine_repository, max_message_bytes=4096)
+    with running_server(settings) as server:
+        session = create(server, session_body(spec))
+        url = f"{server.url}/v1/sessions/{session['id']}"
+        too_big = httpx.post(f"{url}/frames", files={"image": b"\0" * 5000})
+        assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "payload_too_large"
+        corrupt = httpx.post(f"{url}/frames", files={"image": b"not an image"})
+        assert corrupt.status_code == 400 and corrupt.json()["error"]["code"] == "invalid_image"
+        counters = httpx.get(url).json()
+        assert [counters[k] for k in ("frames_in", "frames_failed", "dropped")] == [2, 2, 0]
