@@ -157,7 +157,11 @@ async def _cancel_queued(state: ServerState, session: Session) -> None:
         await state.segmentation[session.model].scheduler.cancel(session.id)
     state.budget.release(session.id)
     if isinstance(session, SegmentationSession):
-        session.xmem.reset()  # why: drop the tensors now, not when the last reference goes
+        # why the lock: a frame of this session may still be preparing in a worker thread;
+        # resetting under it would corrupt that frame (and the batch it joins). Once the
+        # lock is ours, run_frame refuses the closed session, so nothing touches it again.
+        async with session.lock:
+            session.xmem.reset()  # why: drop the tensors now, not when the last reference goes
 
 
 def _record_engine(state: ServerState, model: str, facts: dict[str, Any], depth: Callable[[], int]) -> None:

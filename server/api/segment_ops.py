@@ -24,6 +24,7 @@ from server.masks import (
     encode_rles,
     merge_objects,
 )
+from server.scheduler import Cancelled
 from server.sessions import PendingMask, SegmentationSession
 from server.state import ServerState
 from server.tasks.segmentation import Segmented, memory_bound_bytes, padded_positions, processing_hw
@@ -164,6 +165,8 @@ async def run_frame(
     ``given`` is a mask brought by the frame itself; it replaces a queued one.
     """
     async with session.lock:
+        if session.core.closed.is_set():
+            raise Cancelled(f"session {session.id} was closed")
         check_frame_size(session, pixels)
         if given is not None:
             check_object_count(session, given)
