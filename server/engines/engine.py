@@ -68,7 +68,6 @@ class Engine:
     fp16: bool  # half-precision engine
     path: Path | None  # the engine file (None for eager)
     warm: bool = False  # one call has run, so kernels and allocations are in place
-    calls: int = 0  # engine calls so far
     # why a lock: one engine call at a time; the schedulers already serialise, tools may not
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -96,18 +95,9 @@ class Engine:
         return isinstance(self.runner, OnnxRunner) and bool(self.runner.missing)
 
     def run(self, *inputs: Tensor) -> tuple[Tensor, ...]:
-        """One engine call; returns the outputs and records the call."""
+        """One engine call."""
         with self._lock:
-            out = self.runner(*inputs)
-            self.calls += 1
-        return out
-
-    def timed_run(self, *inputs: Tensor) -> tuple[tuple[Tensor, ...], float]:
-        started = time.perf_counter()
-        out = self.run(*inputs)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return out, time.perf_counter() - started
+            return self.runner(*inputs)
 
     def describe(self) -> dict[str, object]:
         """For /readyz and logs."""
