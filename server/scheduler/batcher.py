@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,13 @@ P = TypeVar("P")  # what one request carries to the engine
 R = TypeVar("R")  # what the engine gives back for it
 P_contra = TypeVar("P_contra", contravariant=True)
 R_co = TypeVar("R_co", covariant=True)
+
+
+class Priority(IntEnum):
+    """Who goes first when the engine is free: lower runs first."""
+
+    LIVE = 0  # sessions and REST calls: someone is waiting on this frame
+    BATCH = 1  # clip jobs: run only when no live work is queued, so streams keep their latency
 
 
 class Overloaded(RuntimeError):
@@ -61,6 +69,7 @@ class Request(Generic[P, R]):
     payload: P
     future: asyncio.Future[R]
     enqueued_at: float  # time.monotonic() at submit, for the delay window and queue-time metrics
+    priority: Priority = Priority.LIVE  # live work is scheduled before batch (job) work
 
 
 @dataclass
@@ -87,7 +96,7 @@ class BatchStats:
 class SchedulerConfig:
     max_batch_size: int  # most requests in one engine call
     max_queue_delay_s: float  # how long the oldest request may wait for a fuller batch
-    max_queue_size: int  # queued requests before submit raises Overloaded
+    max_queue_size: int  # queued requests of one priority before submit raises Overloaded
 
 
 @dataclass
@@ -137,10 +146,13 @@ class Scheduler(Generic[P, R]):
     def queue_depth(self) -> int:
         return len(self._queue)
 
-    def submit(self, owner: str, key: Hashable, payloads: Sequence[P]) -> list[asyncio.Future[R]]:
+    def submit(
+        self, owner: str, key: Hashable, payloads: Sequence[P], priority: Priority = Priority.LIVE
+    ) -> list[asyncio.Future[R]]:
         """Queue ``payloads`` together (all or none) and return one future per payload.
 
-        Raises ``Overloaded`` when they do not fit in the queue.
+        Raises ``Overloaded`` when they do not fit in the queue. Each priority has its own
+        bound, so queued job rows never make a live stream see 429.
         """
         if self._stopping:
             raise Overloaded(f"{self.name} is shutting down")
@@ -148,13 +160,12 @@ class Scheduler(Generic[P, R]):
             raise TooLarge(
                 f"{len(payloads)} rows at once never fit {self.name}'s queue of {self.config.max_queue_size}"
             )
-        if len(self._queue) + len(payloads) > self.config.max_queue_size:
-            raise Overloaded(
-                f"{self.name} queue is full ({len(self._queue)} of {self.config.max_queue_size} queued)"
-            )
+        queued = sum(r.priority == priority for r in self._queue)
+        if queued + len(payloads) > self.config.max_queue_size:
+            raise Overloaded(f"{self.name} queue is full ({queued} of {self.config.max_queue_size} queued)")
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        requests = [Request(owner, key, p, loop.create_future(), now) for p in payloads]
+        requests = [Request(owner, key, p, loop.create_future(), now, priority) for p in payloads]
         self._queue.extend(requests)
         self._expected.discard(owner)
         self._wakeup.set()
@@ -210,7 +221,7 @@ class Scheduler(Generic[P, R]):
         timeout = None
         if self._queue:
             now = time.monotonic()
-            oldest = self._queue[0].enqueued_at
+            oldest = self._head().enqueued_at
             until_delay = self.config.max_queue_delay_s - (now - max(oldest, self._free_since))
             until_hold = self.config.max_queue_delay_s + MAX_HOLD_S - (now - oldest)
             timeout = max(0.0, until_delay if until_delay > 0 else until_hold)
@@ -220,17 +231,20 @@ class Scheduler(Generic[P, R]):
     def schedule(self) -> ScheduledBatch[P, R] | None:
         """The batch to run now, or None to keep waiting.
 
-        The oldest request picks the key (first come, first served across shapes); every
-        queued request with that key joins, in order, up to ``max_batch_size``. It runs when
-        full; or once the oldest has waited ``max_queue_delay`` (counted from when the engine
-        became free, as the sessions it just answered are sending their next frames) and no
-        announced work is still on its way; or, at the latest, ``MAX_HOLD_S`` after that.
+        The oldest request of the most urgent priority picks the key (first come, first
+        served across shapes); every queued request with that key and priority joins, in
+        order, up to ``max_batch_size``. Job rows never share a batch with live rows, so a
+        live batch is never made longer by them. It runs when full; or once the oldest has
+        waited ``max_queue_delay`` (counted from when the engine became free, as the sessions
+        it just answered are sending their next frames) and no announced work is still on its
+        way; or, at the latest, ``MAX_HOLD_S`` after that.
         """
         if not self._queue:
             return None
         now = time.monotonic()
-        oldest = self._queue[0]
-        same_key = [r for r in self._queue if r.key == oldest.key][: self.config.max_batch_size]
+        oldest = self._head()
+        same_key = [r for r in self._queue if r.key == oldest.key and r.priority == oldest.priority]
+        same_key = same_key[: self.config.max_batch_size]
         is_full = len(same_key) == self.config.max_batch_size
         delay = self.config.max_queue_delay_s
         has_waited = now - max(oldest.enqueued_at, self._free_since) >= delay
@@ -241,6 +255,11 @@ class Scheduler(Generic[P, R]):
         chosen = {id(r) for r in same_key}
         self._queue = deque(r for r in self._queue if id(r) not in chosen)
         return ScheduledBatch(next(self._ids), oldest.key, same_key)
+
+    def _head(self) -> Request[P, R]:
+        """The request that leads the next batch: the oldest of the most urgent priority."""
+        urgent = min(r.priority for r in self._queue)
+        return next(r for r in self._queue if r.priority == urgent)
 
     async def _execute(self, batch: ScheduledBatch[P, R]) -> None:
         payloads = [r.payload for r in batch.requests]

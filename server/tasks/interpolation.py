@@ -20,7 +20,7 @@ from models.rife.inference import InterpolationInputError, check_scale, check_ti
 from models.rife.scene import is_scene_change
 from models.rife.spec import RifeSpec
 from server.engines import Engine
-from server.scheduler import BatchStats, Scheduler, SchedulerConfig
+from server.scheduler import BatchStats, Priority, Scheduler, SchedulerConfig
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,7 @@ class InterpolationService:
         frame1: PreparedFrame,
         timesteps: Sequence[float],
         scene_change_threshold: float | None,
+        priority: Priority = Priority.LIVE,
     ) -> list[Interpolated]:
         """The in-between frames of (frame0, frame1), one per timestep, in order.
 
@@ -120,28 +121,41 @@ class InterpolationService:
         )
         if is_cut:
             return [Interpolated(t, frame0.pixels, scene_change=True) for t in timesteps]
-        frames = await self._run(owner, frame0.padded, frame1.padded, timesteps, frame0.scale)
+        frames = await self._run(owner, frame0.padded, frame1.padded, timesteps, frame0.scale, priority)
         height, width = frame0.pixels.shape[:2]
         pixels = await asyncio.to_thread(_crop_to_uint8, frames, height, width)
         return [Interpolated(t, p, scene_change=False) for t, p in zip(timesteps, pixels, strict=True)]
 
     async def _run(
-        self, owner: str, img0: Tensor, img1: Tensor, timesteps: Sequence[float], scale: float
+        self,
+        owner: str,
+        img0: Tensor,
+        img1: Tensor,
+        timesteps: Sequence[float],
+        scale: float,
+        priority: Priority,
     ) -> list[Tensor]:
         """Padded 1×3×Hp×Wp pair → one 3×Hp×Wp frame per timestep, big-motion rows rerun."""
         key = (tuple(img0.shape[-2:]), scale)
         rows = [RifeRow(img0, img1, t, scale) for t in timesteps]
-        results = await asyncio.gather(*self.scheduler.submit(owner, key, rows))
+        results = await asyncio.gather(*self.scheduler.submit(owner, key, rows, priority))
         frames = [r.frame for r in results]
         needs_retry = [i for i, r in enumerate(results) if r.big_motion]
         if needs_retry:
-            again = await self._run_coarser(owner, img0, img1, [timesteps[i] for i in needs_retry], scale / 2)
+            retry = [timesteps[i] for i in needs_retry]
+            again = await self._run_coarser(owner, img0, img1, retry, scale / 2, priority)
             for i, frame in zip(needs_retry, again, strict=True):
                 frames[i] = frame
         return frames
 
     async def _run_coarser(
-        self, owner: str, img0: Tensor, img1: Tensor, timesteps: Sequence[float], scale: float
+        self,
+        owner: str,
+        img0: Tensor,
+        img1: Tensor,
+        timesteps: Sequence[float],
+        scale: float,
+        priority: Priority,
     ) -> list[Tensor]:
         """v4.0's rerun one octave coarser, as the reference does; half the scale can need a
         larger padding multiple (the reference crashes there), so pad further and crop back."""
@@ -150,7 +164,7 @@ class InterpolationService:
         pad = (0, padded_w - width, 0, padded_h - height)
         key = ((padded_h, padded_w), scale)
         rows = [RifeRow(F.pad(img0, pad), F.pad(img1, pad), t, scale) for t in timesteps]
-        results = await asyncio.gather(*self.scheduler.submit(owner, key, rows))
+        results = await asyncio.gather(*self.scheduler.submit(owner, key, rows, priority))
         return [r.frame[:, :height, :width] for r in results]
 
 

@@ -20,7 +20,7 @@ from models.xmem.batch import step_batch
 from models.xmem.config import XMemConfig
 from models.xmem.export import XMemEngines
 from models.xmem.inference_core import STRIDE, FrameWork, InferenceCore, StepResult
-from server.scheduler import BatchStats, Scheduler, SchedulerConfig
+from server.scheduler import BatchStats, Priority, Scheduler, SchedulerConfig
 
 FLOAT_BYTES = 4
 USAGE_FLOATS = 2  # why: each memory element keeps a usage and a life count (LFU rule)
@@ -100,6 +100,7 @@ class SegmentationService:
         mask: np.ndarray | None,
         objects: Sequence[int] | None,
         size: int | None,
+        priority: Priority = Priority.LIVE,
     ) -> Segmented:
         """frame: uint8 H×W×3; mask: uint8 H×W ids or None → the frame's masks at H×W.
 
@@ -108,7 +109,7 @@ class SegmentationService:
         """
         height, width = frame.shape[:2]
         work = await asyncio.to_thread(_begin, core, frame, mask, objects, processing_hw(height, width, size))
-        (result,) = await asyncio.gather(*self.scheduler.submit(owner, work.padded_hw, [work]))
+        (result,) = await asyncio.gather(*self.scheduler.submit(owner, work.padded_hw, [work], priority))
         return await asyncio.to_thread(_to_input_size, result, height, width)
 
 
