@@ -7,16 +7,19 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
 from models.weights.registry import get_entry
 from server import __version__, logs
-from server.api import errors, health, interpolate, segment, sessions, stream
+from server.api import demo, errors, health, interpolate, jobs, segment, sessions, stream
 from server.engines import describe_runner, load_rife_engine, load_xmem_engine_set
+from server.jobs.store import Job, JobState, JobStore
 from server.metrics import Metrics
 from server.scheduler import SchedulerConfig
 from server.sessions import MemoryBudget, SegmentationSession, SessionState, SessionStore
@@ -36,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         Metrics(),
         SessionStore(settings.max_sessions, settings.session_ttl_s),
         MemoryBudget(settings.memory_budget_bytes),
+        _job_store(settings),
     )
     app = FastAPI(
         title="vidserve",
@@ -44,9 +48,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.server = state
-    for module in (health, interpolate, sessions, segment, stream):
+    for module in (health, interpolate, sessions, segment, stream, jobs, demo):
         app.include_router(module.router)
     errors.install(app)
+    app.middleware("http")(jobs.refuse_oversized)
     app.middleware("http")(count_requests)
     _register_gauges(state)
     return app
@@ -56,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServerState = app.state.server
     state.sessions.on_close.append(lambda session: _cancel_queued(state, session))
+    state.jobs.on_finish.append(lambda job: _job_finished(state, job))
     loader = asyncio.create_task(load_models(state), name="load-models")
     reaper = asyncio.create_task(reap_idle_sessions(state), name="reap-sessions")
     try:
@@ -107,6 +113,8 @@ async def reap_idle_sessions(state: ServerState) -> None:
         await asyncio.sleep(interval)
         for session_id in await state.sessions.expire_idle():
             log.info("session %s expired", session_id)
+        for job_id in state.jobs.expire():
+            log.info("job %s: result expired and deleted", job_id)
 
 
 async def drain(state: ServerState) -> None:
@@ -114,7 +122,8 @@ async def drain(state: ServerState) -> None:
     stop admitting (``/readyz`` turns false), let in-flight frames finish within
     ``drain_timeout_s``, then close every session, so streams end with 1001."""
     state.accepting = False
-    log.info("draining: no new sessions or frames; waiting for in-flight frames")
+    log.info("draining: no new sessions, jobs or frames; waiting for in-flight frames")
+    await state.jobs.shutdown()  # why first: job rows would only delay the live frames in flight
     deadline = time.monotonic() + state.settings.drain_timeout_s
     while _in_flight(state) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
@@ -138,6 +147,7 @@ async def shutdown(state: ServerState, *tasks: asyncio.Task[None]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await state.jobs.shutdown()
     for session in state.sessions.all():
         await state.sessions.close(session.id, SessionState.CLOSED, "closed: server shutting down")
     for rife in state.interpolation.values():
@@ -164,6 +174,32 @@ async def _cancel_queued(state: ServerState, session: Session) -> None:
             session.xmem.reset()  # why: drop the tensors now, not when the last reference goes
 
 
+def _job_store(settings: Settings) -> JobStore:
+    """A folder of this process's own under ``job_dir`` (or the system's temp), removed at
+    shutdown: jobs do not outlive the process, and a shared ``job_dir`` is never wiped."""
+    parent = settings.job_dir or Path(tempfile.gettempdir())
+    parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="vidserve-jobs-", dir=parent))
+    return JobStore(root, settings.max_jobs, settings.max_running_jobs, settings.job_result_ttl_s)
+
+
+async def _job_finished(state: ServerState, job: Job) -> None:
+    """A finished job's queued rows are dropped and its memory freed."""
+    for service in (state.interpolation.get(job.model), state.segmentation.get(job.model)):
+        if service is not None:
+            await service.scheduler.cancel(job.id)
+    state.budget.release(job.id)
+    detail = f": {job.error}" if job.error else ""
+    log.info(
+        "job %s %s after %d of %d frames%s",
+        job.id,
+        job.state.value,
+        job.frames_done,
+        job.frames_total,
+        detail,
+    )
+
+
 def _record_engine(state: ServerState, model: str, facts: dict[str, Any], depth: Callable[[], int]) -> None:
     state.metrics.engine_info.labels(
         model,
@@ -181,6 +217,12 @@ def _register_gauges(state: ServerState) -> None:
     for tier in ("working", "long_term", "sensory"):
         state.metrics.memory_bytes.labels(tier).set_function(_tier_bytes(state, tier))
     state.metrics.memory_reserved.set_function(lambda: state.budget.reserved_bytes)
+    for job_state in JobState:
+        state.metrics.jobs.labels(job_state.value).set_function(_job_counter(state, job_state))
+
+
+def _job_counter(state: ServerState, job_state: JobState) -> Callable[[], float]:
+    return lambda: sum(job.state is job_state for job in state.jobs.all())
 
 
 def _tier_bytes(state: ServerState, tier: str) -> Callable[[], float]:
@@ -200,6 +242,8 @@ def _task_of(path: str) -> str | None:
         return "interpolate"
     if path.startswith("/v1/sessions"):
         return "sessions"
+    if path.startswith("/v1/jobs"):
+        return "jobs"
     return None
 
 

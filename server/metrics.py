@@ -57,6 +57,7 @@ class Metrics:
             ["model"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.active_sessions = Gauge("vidserve_active_sessions", "Open sessions", ["task"], registry=r)
+        self.jobs = Gauge("vidserve_jobs", "Clip jobs held, by state", ["state"], registry=r)
         self.engine_info = Gauge(
             "vidserve_engine_info", "1 per loaded engine; provider is what really runs",
             ["model", "backend", "provider", "requested", "fell_back"], registry=r,

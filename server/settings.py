@@ -55,6 +55,20 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(
         64 * 2**20, ge=1024, description="largest upload or websocket message, in bytes"
     )
+    max_jobs: int = Field(
+        16, ge=0, description="clip jobs kept at once (queued, running or holding a result); 0 turns jobs off"
+    )
+    max_running_jobs: int = Field(2, ge=1, description="clip jobs decoding and running at the same time")
+    max_job_upload_bytes: int = Field(2 * 2**30, ge=1024, description="largest video a clip job accepts")
+    max_job_frames: int = Field(
+        18_000, ge=1, description="most frames a clip job may decode (10 minutes at 30 fps)"
+    )
+    job_result_ttl_s: float = Field(
+        3600.0, gt=0, description="seconds a finished job's result is kept before it is deleted"
+    )
+    job_dir: Path | None = Field(
+        None, description="where uploads and results of clip jobs are kept (default: a temporary folder)"
+    )
     cache_dir: Path | None = Field(None, description="weights cache (default ~/.cache/vidserve)")
     model_repository: Path | None = Field(
         None, description="exported engines (default: model_repository in the cache directory)"

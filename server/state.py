@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.weights.registry import get_entry
+from server.jobs.store import JobStore
 from server.metrics import Metrics
 from server.scheduler import Scheduler
 from server.sessions import MemoryBudget, SessionStore
@@ -43,7 +44,8 @@ class ServerState:
     settings: Settings
     metrics: Metrics
     sessions: SessionStore
-    budget: MemoryBudget  # segmentation memory, reserved per session
+    budget: MemoryBudget  # segmentation memory, reserved per session (and per segmentation job)
+    jobs: JobStore  # clip jobs of this process
     interpolation: dict[str, InterpolationService] = field(default_factory=dict)  # by model name
     segmentation: dict[str, SegmentationService] = field(default_factory=dict)  # by model name
     ready: bool = False  # every engine loaded and warmed

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from models.rife.inference import InterpolationInputError
 from models.xmem.config import XMemConfigError
 from models.xmem.inference_core import SegmentationInputError
+from server.jobs.store import JobLimitReached, JobNotFound
 from server.masks import MaskError
 from server.media import MediaError
 from server.scheduler import Cancelled, Overloaded, TooLarge
@@ -36,6 +37,8 @@ class ApiError(Exception):
 # exception type → (HTTP status, error code); the message is the exception's own
 STATUS: list[tuple[type[Exception], int, str]] = [
     (SessionNotFound, 404, "unknown_session"),
+    (JobNotFound, 404, "unknown_job"),
+    (JobLimitReached, 429, "too_many_jobs"),
     (SessionLimitReached, 429, "too_many_sessions"),
     (Overloaded, 429, "overloaded"),
     (UnknownModel, 404, "unknown_model"),

@@ -1,0 +1,1 @@
+"""Clip jobs: whole videos run in the background at batch priority."""

@@ -1,0 +1,305 @@
+"""How a clip job runs: decode the upload, push each frame through the same services as
+live sessions (at ``Priority.BATCH``), and write the result.
+
+Decoding and writing go through one worker thread per job, so a cancel never closes the
+decoder or the writer while that thread is still inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import zipfile
+from collections.abc import AsyncGenerator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from models.rife.inference import timesteps_for_factor
+from models.video import DecodedFrame, VideoWriter, overlay, read_frames
+from models.xmem.config import XMemConfig
+from models.xmem.inference_core import InferenceCore
+from server.jobs.store import InterpolationParams, Job, SegmentationParams
+from server.masks import decode_index_png, encode_index_png, encode_rles
+from server.scheduler import Overloaded, Priority
+from server.tasks.interpolation import InterpolationService, PreparedFrame
+from server.tasks.segmentation import SegmentationService, Segmented
+
+T = TypeVar("T")
+
+# why: a job that finds its engine queue full waits and retries instead of failing; live
+# sessions have their own bound, so this only happens when many jobs run at once
+OVERLOADED_RETRY_S = 0.05
+
+
+class JobIO:
+    """The job's one worker thread for decoding and writing."""
+
+    def __init__(self, job: Job) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=job.id)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def close(self) -> None:
+        """Wait for the thread to finish what it is doing, then stop it."""
+        await asyncio.to_thread(self._thread.shutdown, True)
+
+
+class TooManyFrames(RuntimeError):
+    """The video has more frames than its container said and the job limit allows."""
+
+
+async def frames_of(job: Job, io: JobIO) -> AsyncGenerator[DecodedFrame, None]:
+    """Yield the upload's decoded frames; more than ``job.frame_limit`` fails the job
+    rather than cutting the result short."""
+    frames: Iterator[DecodedFrame] = read_frames(job.source)
+    try:
+        while (frame := await io.run(next, frames, None)) is not None:
+            if frame.index >= job.frame_limit:
+                raise TooManyFrames(
+                    f"the video has more than {job.frame_limit} frames (VIDSERVE_MAX_JOB_FRAMES)"
+                )
+            yield frame
+        job.frames_total = job.frames_done  # why: the container's count was an estimate
+    finally:
+        await io.run(_close, frames)
+
+
+def _close(frames: Iterator[DecodedFrame]) -> None:
+    close = getattr(frames, "close", None)
+    if close is not None:
+        close()
+
+
+def _audio_of(job: Job) -> Path | None:
+    """The upload, when it has audio to copy into the result."""
+    return job.source if job.info.has_audio else None
+
+
+async def _retrying(attempt: Callable[[], Any]) -> Any:
+    """``attempt()`` again while the engine queue for jobs is full."""
+    while True:
+        try:
+            return await attempt()
+        except Overloaded:
+            await asyncio.sleep(OVERLOADED_RETRY_S)
+
+
+# ------------------------------------------------------------------------- interpolation
+
+
+@dataclass
+class _Previous:
+    prepared: PreparedFrame  # the earlier frame of the next pair, padded once
+    time_s: float  # its presentation time
+
+
+async def run_interpolation(job: Job, service: InterpolationService) -> None:
+    """Originals plus N-1 in-between frames per pair: N× the frame rate, audio unchanged."""
+    params = job.params
+    assert isinstance(params, InterpolationParams)
+    timesteps = timesteps_for_factor(params.factor)
+    out = job.folder / "result.mp4"
+    io = JobIO(job)
+    writer = VideoWriter(
+        out,
+        width=job.info.width,
+        height=job.info.height,
+        fps=job.info.fps * params.factor,
+        audio_from=_audio_of(job),
+    )
+    await io.run(writer.__enter__)
+    try:
+        async with aclosing(frames_of(job, io)) as frames:
+            await _interpolate_all(job, service, io, writer, frames, timesteps)
+        await io.run(writer.__exit__, None, None, None)
+    except BaseException as exc:
+        await io.run(writer.__exit__, type(exc), exc, exc.__traceback__)
+        raise
+    finally:
+        await io.close()
+    job.result, job.media_type = out, "video/mp4"
+
+
+async def _interpolate_all(
+    job: Job,
+    service: InterpolationService,
+    io: JobIO,
+    writer: VideoWriter,
+    frames: AsyncGenerator[DecodedFrame, None],
+    timesteps: list[float],
+) -> None:
+    """Each original, preceded by the in-between frames of the pair it ends."""
+    params = job.params
+    assert isinstance(params, InterpolationParams)
+    previous: _Previous | None = None
+    async for frame in frames:
+        prepared = await asyncio.to_thread(service.prepare, frame.rgb, params.scale)
+        if previous is not None:
+            await _write_between(job, service, io, writer, previous, prepared, frame.time_s, timesteps)
+        await io.run(writer.write, frame.rgb, frame.time_s)
+        previous = _Previous(prepared, frame.time_s)
+        job.frames_done += 1
+    if previous is not None:
+        await _hold_last(io, writer, previous, params.factor, job.info.fps)
+
+
+async def _hold_last(io: JobIO, writer: VideoWriter, last: _Previous, factor: int, fps: Fraction) -> None:
+    """The last frame over its own N-1 slots, as the CLI does: the result keeps the input's
+    duration (and its audio's) and has exactly N× its frames."""
+    for step in range(1, factor):
+        await io.run(writer.write, last.prepared.pixels, last.time_s + float(step / (fps * factor)))
+
+
+async def _write_between(
+    job: Job,
+    service: InterpolationService,
+    io: JobIO,
+    writer: VideoWriter,
+    previous: _Previous,
+    prepared: PreparedFrame,
+    time_s: float,
+    timesteps: list[float],
+) -> None:
+    params = job.params
+    assert isinstance(params, InterpolationParams)
+    results = await _retrying(
+        lambda: service.interpolate(
+            job.id, previous.prepared, prepared, timesteps, params.scene_change_threshold, Priority.BATCH
+        )
+    )
+    for result in results:
+        between = previous.time_s + result.timestep * (time_s - previous.time_s)
+        await io.run(writer.write, result.frame, between)
+
+
+# -------------------------------------------------------------------------- segmentation
+
+
+async def run_segmentation(job: Job, service: SegmentationService) -> None:
+    """Masks for every frame from the one given: a zip of index PNGs and COCO RLE, or an
+    overlay video."""
+    params = job.params
+    assert isinstance(params, SegmentationParams)
+    mask = decode_index_png(params.mask, (job.info.height, job.info.width))  # uint8 H×W ids
+    core = InferenceCore(service.engines, XMemConfig())
+    io = JobIO(job)
+    sink: _MaskSink = _ZipSink(job) if params.output == "zip" else _OverlaySink(job)
+    await io.run(sink.open)
+    try:
+        async with aclosing(frames_of(job, io)) as frames:
+            async for frame in frames:
+                index_mask = await _segment(job, service, core, frame, mask, params)
+                await io.run(sink.add, frame, index_mask)
+                job.frames_done += 1
+        await io.run(sink.finish)
+    except BaseException:
+        await io.run(sink.abort)
+        raise
+    finally:
+        await io.close()
+        core.reset()  # why: drop the memories now, not when the job record goes
+    job.result, job.media_type = sink.path, sink.media_type
+
+
+async def _segment(
+    job: Job,
+    service: SegmentationService,
+    core: InferenceCore,
+    frame: DecodedFrame,
+    mask: np.ndarray,
+    params: SegmentationParams,
+) -> np.ndarray:
+    """frame → uint8 H×W ids; frames before the mask's frame have no objects yet."""
+    is_before_mask = frame.index < params.mask_frame
+    if is_before_mask:
+        return np.zeros(frame.rgb.shape[:2], np.uint8)
+    given = mask if frame.index == params.mask_frame else None
+    result: Segmented = await _retrying(
+        lambda: service.step(job.id, core, frame.rgb, given, None, params.processing_size, Priority.BATCH)
+    )
+    return result.index_mask
+
+
+class _MaskSink(Protocol):
+    """Where a segmentation job's masks go; every method runs in the job's thread."""
+
+    path: Path  # the result file, complete once ``finish`` returns
+    media_type: str  # its content type
+
+    def open(self) -> None: ...
+    def add(self, frame: DecodedFrame, index_mask: np.ndarray) -> None: ...
+    def finish(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class _ZipSink:
+    """``masks/00000.png`` (index PNG, ids as palette indices) per frame, and ``masks.json``:
+    per frame its index, time and each object's COCO RLE."""
+
+    media_type = "application/zip"
+
+    def __init__(self, job: Job) -> None:
+        self.path = job.folder / "masks.zip"
+        self.frames: list[dict[str, object]] = []
+        self.object_ids: set[int] = set()
+        self.info = job.info
+
+    def open(self) -> None:
+        self.zip = zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_DEFLATED)
+
+    def add(self, frame: DecodedFrame, index_mask: np.ndarray) -> None:
+        self.zip.writestr(f"masks/{frame.index:05d}.png", encode_index_png(index_mask))
+        ids = [int(i) for i in np.unique(index_mask) if i != 0]
+        self.object_ids.update(ids)
+        rles = encode_rles(index_mask, ids)
+        self.frames.append({"frame_index": frame.index, "time_s": frame.time_s, "objects": rles})
+
+    def finish(self) -> None:
+        document = {
+            "width": self.info.width,
+            "height": self.info.height,
+            "fps": float(self.info.fps),
+            "object_ids": sorted(self.object_ids),
+            "frames": self.frames,
+        }
+        self.zip.writestr("masks.json", json.dumps(document))
+        self.zip.close()
+
+    def abort(self) -> None:
+        self.zip.close()
+        self.path.unlink(missing_ok=True)
+
+
+class _OverlaySink:
+    """The input video with each object's mask blended over it, audio unchanged."""
+
+    media_type = "video/mp4"
+
+    def __init__(self, job: Job) -> None:
+        self.path = job.folder / "overlay.mp4"
+        self.writer = VideoWriter(
+            self.path,
+            width=job.info.width,
+            height=job.info.height,
+            fps=job.info.fps,
+            audio_from=_audio_of(job),
+        )
+
+    def open(self) -> None:
+        self.writer.__enter__()
+
+    def add(self, frame: DecodedFrame, index_mask: np.ndarray) -> None:
+        self.writer.write(overlay(frame.rgb, index_mask), frame.time_s)
+
+    def finish(self) -> None:
+        self.writer.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        self.writer.__exit__(RuntimeError, RuntimeError("job stopped"), None)

@@ -1,0 +1,229 @@
+"""Clip jobs: a whole video handed over at once, run in the background, fetched later.
+
+Jobs live only as long as the process: their uploads and results sit in a folder that is
+deleted at shutdown, and a restarted server knows none of them. Editors resubmit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from models.video import VideoInfo
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"  # waiting for a running slot
+    RUNNING = "running"  # decoding, in the engine queue, writing
+    DONE = "done"  # the result can be downloaded
+    FAILED = "failed"  # stopped on an error, which ``error`` names
+    CANCELLED = "cancelled"  # a client or the shutdown cancelled it
+
+
+FINISHED = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+class JobNotFound(LookupError):
+    """No job has this id (it never existed, was deleted, or its result expired)."""
+
+
+class JobLimitReached(RuntimeError):
+    """``VIDSERVE_MAX_JOBS`` jobs are kept already (429)."""
+
+
+class JobNotDone(RuntimeError):
+    """The job has no result (yet, or ever: it failed or was cancelled)."""
+
+    def __init__(self, job: Job) -> None:
+        detail = f": {job.error}" if job.error else ""
+        super().__init__(f"job {job.id} is {job.state.value}{detail}")
+        self.state = job.state
+
+
+@dataclass(frozen=True)
+class InterpolationParams:
+    """What an interpolation job asked for."""
+
+    factor: int  # N× frame rate: N-1 frames between each pair
+    scale: float  # RIFE's flow scale: 0.5 for 4K
+    scene_change_threshold: float | None  # SSIM below which a pair is a cut (None: never)
+
+
+@dataclass(frozen=True)
+class SegmentationParams:
+    """What a segmentation job asked for."""
+
+    mask: bytes  # index PNG for ``mask_frame``, as uploaded (decoded when the job starts)
+    mask_frame: int  # the frame the mask belongs to; earlier frames come back empty
+    processing_size: int | None  # shorter side frames are resized to (None: as given)
+    output: Literal["zip", "video"]  # index PNGs + COCO RLE in a zip, or an overlay video
+    max_objects: int  # objects the mask may hold, sized into the memory reservation
+
+
+JobParams = InterpolationParams | SegmentationParams
+
+
+@dataclass
+class Job:
+    """One clip job: its input, parameters, progress and result."""
+
+    id: str
+    task: Literal["interpolate", "segment"]
+    model: str  # registry name of the model it runs on
+    params: JobParams
+    folder: Path  # holds the upload and the result; deleted with the job
+    source: Path  # the uploaded video
+    info: VideoInfo  # the upload's probe, taken before the job was accepted
+    frames_total: int  # frames to process: the container's count (or an estimate) until decoded
+    frame_limit: int  # more frames than this fail the job (VIDSERVE_MAX_JOB_FRAMES)
+    frames_done: int = 0  # input frames processed so far
+    state: JobState = JobState.QUEUED
+    error: str | None = None  # why it failed
+    result: Path | None = None  # the finished output, once DONE
+    media_type: str | None = None  # the result's content type
+    reserved_bytes: int = 0  # segmentation memory held for it in the global budget
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None  # time.time() when it reached a final state
+    runner: asyncio.Task[None] | None = None  # the task running it
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in FINISHED
+
+    def public(self) -> dict[str, object]:
+        """What GET /v1/jobs/{id} shows."""
+        elapsed = (self.finished_at or time.time()) - self.started_at if self.started_at else None
+        rate = self.frames_done / elapsed if elapsed else None
+        left = self.frames_total - self.frames_done
+        return {
+            "id": self.id,
+            "task": self.task,
+            "model": self.model,
+            "state": self.state.value,
+            "progress": {
+                "frames_done": self.frames_done,
+                "frames_total": self.frames_total,
+                "fraction": round(self.frames_done / self.frames_total, 4) if self.frames_total else 0.0,
+                "frames_per_s": round(rate, 2) if rate else None,
+                "eta_s": round(left / rate, 1) if rate and self.state is JobState.RUNNING else None,
+            },
+            "error": self.error,
+            "video": {
+                "width": self.info.width,
+                "height": self.info.height,
+                "fps": float(self.info.fps),
+                "frames": self.info.frames,
+                "has_audio": self.info.has_audio,
+            },
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "url": f"/v1/jobs/{self.id}",
+            "result_url": f"/v1/jobs/{self.id}/result" if self.state is JobState.DONE else None,
+        }
+
+
+JobWork = Callable[[Job], Coroutine[Any, Any, None]]
+
+
+class JobStore:
+    """The jobs of this process: bounded in number, run a few at a time, results expiring."""
+
+    def __init__(self, root: Path, max_jobs: int, max_running: int, result_ttl_s: float) -> None:
+        self.root = root  # every job's folder lives under it; removed at shutdown
+        self.max_jobs = max_jobs
+        self.result_ttl_s = result_ttl_s
+        self._jobs: dict[str, Job] = {}
+        # why a semaphore: jobs beyond it wait QUEUED, so a burst of uploads cannot start
+        # decoding dozens of videos at once
+        self._slots = asyncio.Semaphore(max_running)
+        self.on_finish: list[Callable[[Job], Coroutine[Any, Any, None]]] = []
+
+    def new_folder(self) -> tuple[str, Path]:
+        """An id and an empty folder for a job about to be accepted."""
+        self.expire()
+        if len(self._jobs) >= self.max_jobs:
+            raise JobLimitReached(
+                f"{len(self._jobs)} jobs are kept already (VIDSERVE_MAX_JOBS={self.max_jobs}); "
+                "delete finished ones or try again later"
+            )
+        job_id = "job_" + secrets.token_hex(8)
+        folder = self.root / job_id
+        folder.mkdir(parents=True)
+        return job_id, folder
+
+    def start(self, job: Job, work: JobWork) -> None:
+        """Accept ``job`` and run ``work`` on it once a slot is free."""
+        if len(self._jobs) >= self.max_jobs:
+            shutil.rmtree(job.folder, ignore_errors=True)
+            raise JobLimitReached(f"{len(self._jobs)} jobs are kept already (VIDSERVE_MAX_JOBS)")
+        self._jobs[job.id] = job
+        job.runner = asyncio.get_running_loop().create_task(self._run(job, work), name=job.id)
+
+    async def _run(self, job: Job, work: JobWork) -> None:
+        try:
+            async with self._slots:
+                job.state, job.started_at = JobState.RUNNING, time.time()
+                await work(job)
+                job.state = JobState.DONE
+        except asyncio.CancelledError:
+            job.state = JobState.CANCELLED
+            job.error = job.error or "cancelled"
+        except Exception as exc:  # a job's failure is its own; it never reaches the server
+            job.state, job.error = JobState.FAILED, str(exc) or type(exc).__name__
+        finally:
+            job.finished_at = time.time()
+            for callback in self.on_finish:
+                await callback(job)
+
+    def get(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r} (results are kept for {self.result_ttl_s:g} s)")
+        return job
+
+    def all(self) -> list[Job]:
+        return list(self._jobs.values())
+
+    async def cancel(self, job_id: str, reason: str = "cancelled by the client") -> Job:
+        """Stop a queued or running job; its files go at once."""
+        job = self.get(job_id)
+        if job.runner is not None and not job.runner.done():
+            job.error = reason
+            job.runner.cancel()
+            await asyncio.gather(job.runner, return_exceptions=True)
+        return job
+
+    async def delete(self, job_id: str) -> Job:
+        """Cancel the job if it still runs, then forget it and delete its files."""
+        job = await self.cancel(job_id)
+        self._jobs.pop(job.id, None)
+        shutil.rmtree(job.folder, ignore_errors=True)
+        return job
+
+    def expire(self) -> list[str]:
+        """Forget finished jobs older than the result TTL, and delete their files."""
+        now = time.time()
+        expired = [
+            j.id
+            for j in self._jobs.values()
+            if j.finished_at is not None and now - j.finished_at > self.result_ttl_s
+        ]
+        for job_id in expired:
+            shutil.rmtree(self._jobs.pop(job_id).folder, ignore_errors=True)
+        return expired
+
+    async def shutdown(self) -> None:
+        """Cancel every job and delete every file: jobs do not outlive the process."""
+        for job in self.all():
+            await self.cancel(job.id, "cancelled: server shutting down")
+        self._jobs.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
