@@ -1,0 +1,467 @@
+// The demo page: pick a task and a source, (for segmentation) paint the first frame's mask,
+// then stream frames to a session and show what comes back, with fps and latency.
+//
+// window.vidserveDemo mirrors the page's state for tests and for curious users.
+
+import { colourOf, decodeIndexPng, drawOverlay, maskFromRles, maskMessage } from "./masks.js";
+import { Painter } from "./painter.js";
+import { Api, FrameError, Stream, StreamClosed, describeClose } from "./protocol.js";
+import { VideoSource, capture, encode, frameSize } from "./source.js";
+
+const $ = (selector) => document.querySelector(selector);
+const OBJECTS = 4; // the server's default max_objects for a segmentation session
+const FPS_WINDOW_MS = 2000;
+
+const api = new Api();
+const source = new VideoSource($("#video"));
+const painter = new Painter($("#paint"), (objects) => {
+  demo.paintedObjects = objects;
+  updateButtons();
+});
+
+const demo = {
+  state: "idle", // idle → ready → connecting → streaming → finishing → done | stopped | error
+  task: "interpolate",
+  serverReady: false,
+  sessionId: null,
+  framesSent: 0,
+  framesAnswered: 0, // frames answered with their results (frame_done, or a segmentation result)
+  framesFailed: 0, // frames answered with an error
+  resultsReceived: 0, // interpolation: in-between images; segmentation: masks
+  skipped: 0, // webcam frames not sent because the server was busy
+  overlaidFrames: 0, // segmentation results that had some object to draw
+  overlayPixels: 0, // pixels covered by objects in the last mask drawn
+  objectsSeen: [],
+  paintedObjects: [],
+  lastRttMs: null,
+  lastServerMs: null,
+  errors: [],
+  lastError: null,
+  close: null, // {code, reason} once the stream closed
+  server: null, // the session object, fetched from the server when streaming ends
+};
+window.vidserveDemo = demo;
+
+let run = null; // the streaming run in progress: its stream, size and bookkeeping
+
+// --- state and display ---------------------------------------------------------------------
+
+function setState(state) {
+  demo.state = state;
+  const pill = $("#status");
+  pill.textContent = state;
+  pill.dataset.state = state;
+  document.body.dataset.state = state;
+  updateButtons();
+}
+
+function updateButtons() {
+  const busy = ["connecting", "streaming", "finishing", "stopping"].includes(demo.state);
+  const painted = demo.task !== "segment" || painter.objects.length > 0;
+  $("#start").disabled = busy || !source.kind || !demo.serverReady || !painted;
+  $("#stop").disabled = !busy && demo.state !== "done"; // a finished file's session stays open until Stop
+  for (const control of document.querySelectorAll("#setup fieldset:not(#brush) :is(input, select, button)")) {
+    control.disabled = busy;
+  }
+}
+
+function reportError(text) {
+  demo.errors.push(text);
+  demo.lastError = text;
+  const item = document.createElement("li");
+  item.textContent = `${new Date().toLocaleTimeString()}  ${text}`;
+  $("#errors").append(item);
+  console.warn(text); // why warn, not error: the server's answers are expected outcomes
+}
+
+const average = (values) => values.reduce((a, b) => a + b, 0) / (values.length || 1);
+const ms = (value) => (value === null ? "–" : `${value.toFixed(1)} ms`);
+
+function showStats() {
+  if (!run) return;
+  const now = performance.now();
+  run.answerTimes = run.answerTimes.filter((t) => now - t < FPS_WINDOW_MS);
+  const span = Math.min(FPS_WINDOW_MS, now - run.startedAt);
+  $("#fps").textContent = span > 0 ? ((run.answerTimes.length * 1000) / span).toFixed(1) : "–";
+  $("#rtt").textContent = `${ms(demo.lastRttMs)} last, ${ms(average(run.rtts.slice(-30)))} mean of 30`;
+  $("#server-ms").textContent = `${ms(demo.lastServerMs)} last, ${ms(average(run.serverMs.slice(-30)))} mean of 30`;
+  $("#counts").textContent = `${demo.framesSent} / ${demo.framesAnswered} / ${demo.framesFailed}`;
+  $("#results").textContent = String(demo.resultsReceived);
+  $("#skipped").textContent = String(demo.skipped);
+}
+
+function resetCounters() {
+  Object.assign(demo, {
+    sessionId: null,
+    framesSent: 0,
+    framesAnswered: 0,
+    framesFailed: 0,
+    resultsReceived: 0,
+    skipped: 0,
+    overlaidFrames: 0,
+    overlayPixels: 0,
+    objectsSeen: [],
+    lastRttMs: null,
+    lastServerMs: null,
+    errors: [],
+    lastError: null,
+    close: null,
+    server: null,
+  });
+  $("#errors").replaceChildren();
+  $("#session").textContent = "–";
+}
+
+function drawTo(canvas, image) {
+  canvas.width = image.width;
+  canvas.height = image.height;
+  canvas.getContext("2d").drawImage(image, 0, 0);
+  return canvas.getContext("2d", { willReadFrequently: true });
+}
+
+// --- setup ---------------------------------------------------------------------------------
+
+function settings() {
+  return {
+    task: document.querySelector('input[name="task"]:checked').value,
+    maxWidth: Number($("#max-width").value) || 320,
+    encoding: $("#encoding").value,
+    inFlight: Math.max(1, Number($("#in-flight").value) || 1),
+    factor: Number($("#factor").value) || 2,
+    processingSize: $("#processing-size").value === "" ? null : Number($("#processing-size").value),
+    maskFormat: $("#mask-format").value,
+  };
+}
+
+function sessionBody(options) {
+  if (options.task === "interpolate") {
+    const format = { "image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp" }[options.encoding];
+    return { task: "interpolate", factor: options.factor, output_format: format };
+  }
+  return {
+    task: "segment",
+    processing_size: options.processingSize,
+    max_objects: OBJECTS,
+    output_format: options.maskFormat,
+  };
+}
+
+function selectTask() {
+  demo.task = settings().task;
+  document.body.dataset.task = demo.task;
+  $("#original-caption").textContent = demo.task === "segment" ? "Frame sent" : "Original (later frame of the pair)";
+  $("#output-caption").textContent = demo.task === "segment" ? "Mask, live" : "Interpolated (in between)";
+  updateButtons();
+}
+
+function buildObjectPicker() {
+  const picker = $("#objects");
+  for (const id of [...Array(OBJECTS).keys()].map((i) => i + 1).concat(0)) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.object = String(id);
+    button.setAttribute("role", "radio");
+    button.textContent = id === 0 ? "erase" : String(id);
+    button.title = id === 0 ? "erase (paint background)" : `paint object ${id}`;
+    button.style.background = id === 0 ? "#5a6570" : colourOf(id);
+    button.addEventListener("click", () => pickObject(id));
+    picker.append(button);
+  }
+  pickObject(1);
+}
+
+function pickObject(id) {
+  painter.objectId = id;
+  for (const button of document.querySelectorAll("#objects button")) {
+    button.setAttribute("aria-checked", String(Number(button.dataset.object) === id));
+  }
+}
+
+/** The first frame, at the size frames will be sent, for the painter. */
+async function loadFirstFrame() {
+  if (!source.kind) return;
+  await source.rewind();
+  const canvas = capture(source.video, frameSize(source.width, source.height, settings().maxWidth));
+  painter.load(canvas);
+  demo.paintedObjects = [];
+  drawTo($("#original"), canvas);
+}
+
+async function openSource(open) {
+  try {
+    stopRun();
+    await open();
+    await loadFirstFrame();
+    setState("ready");
+  } catch (error) {
+    reportError(`source: ${error.message}`);
+    setState("error");
+  }
+}
+
+async function watchReadiness() {
+  // why poll: engines may still be loading (503 with a body) when the page opens
+  for (;;) {
+    try {
+      const ready = await api.ready();
+      demo.serverReady = Boolean(ready.ready);
+      $("#ready").textContent = ready.ready
+        ? `ready: ${ready.models.join(", ")}`
+        : `not ready: ${ready.error ?? (ready.draining ? "draining" : "engines loading")}`;
+      updateButtons();
+      if (ready.ready) return;
+    } catch (error) {
+      $("#ready").textContent = `server unreachable: ${error.message}`;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+// --- streaming -----------------------------------------------------------------------------
+
+async function start() {
+  const options = settings();
+  resetCounters();
+  setState("connecting");
+  run = {
+    options,
+    size: frameSize(source.width, source.height, options.maxWidth),
+    nextIndex: 0,
+    sending: Promise.resolve(), // frames go out one after another, in the order grabbed
+    showing: Promise.resolve(), // and are shown in the order answered
+    answers: new Set(), // answers still awaited
+    outstanding: 0, // frames queued to send or awaiting their answer
+    answerTimes: [],
+    rtts: [],
+    serverMs: [],
+    startedAt: performance.now(),
+    unwatch: () => {},
+    ending: false, // the client closes the stream: its close is not an error
+  };
+  const current = run;
+  try {
+    const session = await api.createSession(sessionBody(options));
+    demo.sessionId = session.id;
+    $("#session").textContent = session.id;
+    current.stream = new Stream(session.stream_url, {
+      onError: (message) => reportError(`${message.code}: ${message.message}`),
+      onClose: (closed) => onClose(current, closed),
+    });
+    await current.stream.open();
+  } catch (error) {
+    reportError(error instanceof StreamClosed ? `stream: ${describeClose(error.code, error.reason)}` : error.message);
+    setState("error");
+    return;
+  }
+  setState("streaming");
+  current.stats = setInterval(showStats, 250);
+  // the first frame: the one painted on (segmentation), and where a file starts either way
+  if (source.kind === "file" || options.task === "segment") queueFrame(current, painter.frame, 0);
+  if (source.kind === "file") {
+    await source.rewind();
+    source.video.addEventListener("ended", () => finish(current), { once: true });
+    current.unwatch = source.watch((time) => {
+      // why: the file was sent from its rewound first frame; skip that frame if presented again
+      if (time > 0) onVideoFrame(current, time);
+    });
+    await source.video.play();
+  } else {
+    current.unwatch = source.watch((time) => onVideoFrame(current, time));
+  }
+}
+
+function onVideoFrame(current, time) {
+  if (current !== run || demo.state !== "streaming") return;
+  if (current.outstanding >= current.options.inFlight) {
+    if (source.kind === "camera") {
+      demo.skipped++; // live video: dropping a frame beats falling behind
+      return;
+    }
+    source.video.pause(); // a file: wait for the server instead, so no frame is lost
+  }
+  queueFrame(current, capture(source.video, current.size), time);
+}
+
+/** Encode and send a captured frame after those before it; show its answer in turn. */
+function queueFrame(current, frame, time) {
+  current.outstanding++;
+  current.sending = current.sending.then(() => send(current, frame, time)).catch((error) => {
+    reportError(`sending frame: ${error.message}`);
+    settled(current);
+  });
+}
+
+async function send(current, frame, time) {
+  const bytes = await encode(frame, current.options.encoding);
+  if (current.stream.closed || current !== run) {
+    settled(current);
+    return;
+  }
+  const header = { frame_index: current.nextIndex++, pts: time };
+  if (current.options.task === "segment" && header.frame_index === 0) {
+    header.mask = maskMessage(painter.mask); // the painted mask comes with the first frame
+  }
+  demo.framesSent++;
+  const answer = current.stream.sendFrame(bytes, header);
+  current.answers.add(answer);
+  answer
+    .then((result) => {
+      current.showing = current.showing.then(() => show(current, frame, result)).catch(onShowError);
+    })
+    .catch((error) => onFrameError(current, error))
+    .finally(() => {
+      current.answers.delete(answer);
+      settled(current);
+    });
+}
+
+/** A frame left the pipeline: a file paused for the server plays on. */
+function settled(current) {
+  current.outstanding--;
+  const video = source.video;
+  const waiting = source.kind === "file" && demo.state === "streaming" && video.paused && !video.ended;
+  if (waiting && current === run && current.outstanding < current.options.inFlight) video.play();
+}
+
+function onShowError(error) {
+  reportError(`display: ${error.message}`);
+}
+
+function onFrameError(current, error) {
+  if (error instanceof FrameError) {
+    demo.framesFailed++;
+    reportError(error.message);
+  } else if (!(error instanceof StreamClosed)) {
+    reportError(error.message); // a closed stream is reported once, by onClose
+  }
+}
+
+async function show(current, frame, answer) {
+  demo.framesAnswered++;
+  const rtt = answer.answeredAt - answer.sentAt;
+  demo.lastRttMs = rtt;
+  demo.lastServerMs = answer.done.ms;
+  current.rtts.push(rtt);
+  current.serverMs.push(answer.done.ms);
+  current.answerTimes.push(performance.now());
+  drawTo($("#original"), frame);
+  if (current.options.task === "interpolate") await showInterpolated(answer);
+  else await showMask(frame, answer);
+  showStats();
+}
+
+async function showInterpolated(answer) {
+  for (const { header, data } of answer.results) {
+    const image = await createImageBitmap(new Blob([data[0]]));
+    drawTo($("#output"), image);
+    image.close();
+    demo.resultsReceived++;
+    const [a, b] = header.source;
+    $("#output-caption").textContent =
+      `Interpolated: frames ${a}→${b} at t=${header.timestep}${header.scene_change ? " (scene change: a copy)" : ""}`;
+  }
+}
+
+async function showMask(frame, answer) {
+  const { header, data } = answer.results[0];
+  let mask;
+  let palette;
+  if (header.format === "png") ({ mask, palette } = await decodeIndexPng(data[0]));
+  else mask = maskFromRles(header.rles, frame.width, frame.height);
+  const covered = drawOverlay(drawTo($("#output"), frame), mask, palette);
+  demo.resultsReceived++;
+  demo.overlayPixels = covered;
+  if (covered > 0) demo.overlaidFrames++;
+  demo.objectsSeen = [...new Set([...demo.objectsSeen, ...header.objects])].sort((a, b) => a - b);
+  $("#output-caption").textContent = `Mask of frame ${header.frame_index}: objects ${header.objects.join(", ") || "none"}`;
+}
+
+/** Stop sending, wait for the answers in flight, and read the session's counters. */
+async function drain(current) {
+  current.unwatch();
+  await current.sending;
+  await Promise.allSettled([...current.answers]);
+  await current.showing;
+  try {
+    demo.server = await api.getSession(demo.sessionId);
+    const s = demo.server;
+    $("#session").textContent =
+      `${s.id}: ${s.frames_done} done, ${s.frames_failed} failed, ${s.dropped} dropped` +
+      (s.task === "interpolate" ? `, ${s.outputs} outputs` : "");
+  } catch (error) {
+    reportError(`reading the session: ${error.message}`);
+  }
+  showStats();
+  clearInterval(current.stats);
+}
+
+/** A file played to its end: every frame answered; the session stays open until Stop. */
+async function finish(current) {
+  if (current !== run || demo.state !== "streaming") return;
+  setState("finishing");
+  await drain(current);
+  if (current === run && demo.state === "finishing") setState("done");
+}
+
+async function stop() {
+  const current = run;
+  if (!current) return;
+  const wasStreaming = ["streaming", "finishing"].includes(demo.state);
+  setState("stopping");
+  source.video.pause();
+  if (wasStreaming && current.stream && !current.stream.closed) await drain(current);
+  current.ending = true;
+  current.stream?.close(1000, "client stopped");
+  if (demo.sessionId) await api.deleteSession(demo.sessionId).catch(() => {}); // already gone is fine
+  setState("stopped");
+}
+
+function stopRun() {
+  if (!run) return;
+  run.ending = true;
+  run.unwatch();
+  clearInterval(run.stats);
+  run.stream?.close(1000, "client stopped");
+  if (demo.sessionId) api.deleteSession(demo.sessionId).catch(() => {});
+  run = null;
+}
+
+function onClose(current, closed) {
+  demo.close = { code: closed.code, reason: closed.reason };
+  if (current.ending || current !== run) return;
+  if (demo.state === "done" || demo.state === "stopping") {
+    // why still shown: e.g. 4410 when the finished session idled past its TTL
+    reportError(`stream closed: ${describeClose(closed.code, closed.reason)}`);
+    return;
+  }
+  current.unwatch();
+  source.video.pause();
+  clearInterval(current.stats);
+  reportError(`stream closed: ${describeClose(closed.code, closed.reason)}`);
+  setState("error");
+}
+
+// --- wiring --------------------------------------------------------------------------------
+
+for (const radio of document.querySelectorAll('input[name="task"]')) radio.addEventListener("change", selectTask);
+$("#camera").addEventListener("click", () => openSource(() => source.openCamera()));
+$("#file").addEventListener("change", (event) => {
+  const [file] = event.target.files;
+  if (file) openSource(() => source.openFile(file));
+});
+$("#max-width").addEventListener("change", () => loadFirstFrame());
+$("#brush-size").addEventListener("input", (event) => {
+  painter.radius = Number(event.target.value);
+});
+$("#clear").addEventListener("click", () => {
+  painter.clear();
+  demo.paintedObjects = [];
+  updateButtons();
+});
+$("#start").addEventListener("click", () => start());
+$("#stop").addEventListener("click", () => stop());
+
+buildObjectPicker();
+selectTask();
+setState("idle");
+watchReadiness();

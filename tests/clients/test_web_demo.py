@@ -1,0 +1,416 @@
+"""The browser demo (clients/web/, served at /demo) in headless Chromium against a real
+server: RIFE v4.0 (TorchScript on CPU) and XMem with the conformance recipe's hashed
+weights, one uvicorn on a free port serving both.
+
+Chromium is driven over the Chrome DevTools protocol with the ``websockets`` library (no
+browser download, no extra dependency). A small VP8 WebM made with PyAV is given to the
+page's file input; for segmentation a brush stroke per object is painted with real mouse
+events first. A screenshot of each run goes to ``artifacts/web-demo/`` (or
+``$VIDSERVE_ARTIFACTS/web-demo/``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from server.app import create_app
+from server.settings import Settings
+from tests.conftest import REPO_ROOT
+from tests.server.support import RunningServer, panning_frames, running_server
+from tests.server.test_segmentation import hashed_checkpoint, xmem_settings
+
+__all__ = ["hashed_checkpoint"]  # a fixture, imported for pytest to find
+
+CHROMIUM = Path("/usr/bin/chromium")
+WIDTH, HEIGHT, FRAMES = 128, 96, 10
+TIMEOUT_S = 60.0
+# what the brief found to work on a bare Debian machine, plus autoplay for the <video>
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--window-size=1280,1000",
+    "--remote-debugging-port=0",
+]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    if CHROMIUM.exists():
+        return CHROMIUM
+    reason = f"{CHROMIUM} is missing: install Debian's chromium (scripts/setup.sh does, as root)"
+    if os.environ.get("VIDSERVE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"VIDSERVE_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def demo_server(
+    chromium: Path, rife_v40_weights: Path, hashed_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """Both tasks on one server, as the README's two-model configuration runs them."""
+    settings = xmem_settings(
+        hashed_checkpoint,
+        tmp_path_factory.mktemp("web_demo_repository"),
+        models=["rife-4.0", "xmem"],
+        weights={"rife-4.0": rife_v40_weights, "xmem": hashed_checkpoint},
+    )
+    with running_server(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A slow pan, VP8 in WebM: Debian's Chromium plays it (it may lack H.264)."""
+    path = tmp_path_factory.mktemp("web_demo_video") / "pan.webm"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx", rate=10)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.options = {"deadline": "realtime", "b": "400k"}
+        for pixels in panning_frames(FRAMES, height=HEIGHT, width=WIDTH, step=3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture()
+def artifacts() -> Path:
+    root = os.environ.get("VIDSERVE_ARTIFACTS") or REPO_ROOT / "artifacts"
+    path = Path(root) / "web-demo"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --- a small DevTools client ------------------------------------------------------------------
+
+
+class Page:
+    """One browser tab over the DevTools protocol: commands, and the page's console kept."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.ids = itertools.count(1)
+        self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.problems: list[str] = []  # uncaught exceptions and console.error lines
+        self.console: list[str] = []
+        self.reader = asyncio.create_task(self.read())
+
+    async def read(self) -> None:
+        async for raw in self.ws:
+            message = json.loads(raw)
+            if "id" in message:
+                future = self.waiting.pop(message["id"], None)
+                if future is not None and not future.done():
+                    future.set_result(message)
+            elif message.get("method") == "Runtime.exceptionThrown":
+                details = message["params"]["exceptionDetails"]
+                self.problems.append(f"uncaught: {details.get('exception', {}).get('description', details)}")
+            elif message.get("method") == "Runtime.consoleAPICalled":
+                params = message["params"]
+                text = " ".join(str(a.get("value", a.get("description", ""))) for a in params["args"])
+                self.console.append(f"{params['type']}: {text}")
+                if params["type"] == "error":
+                    self.problems.append(f"console.error: {text}")
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        command_id = next(self.ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.waiting[command_id] = future
+        await self.ws.send(json.dumps({"id": command_id, "method": method, "params": params}))
+        reply = await asyncio.wait_for(future, TIMEOUT_S)
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error']}")
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    async def evaluate(self, expression: str) -> Any:
+        reply = await self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
+        if "exceptionDetails" in reply:
+            raise RuntimeError(f"{expression}: {reply['exceptionDetails']}")
+        return reply["result"].get("value")
+
+    async def wait_for(self, expression: str, timeout: float = TIMEOUT_S) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = await self.evaluate(expression)
+            if value:
+                return value
+            await asyncio.sleep(0.05)
+        state = await self.evaluate("JSON.stringify(window.vidserveDemo)")
+        raise AssertionError(f"not true in {timeout} s: {expression}\npage state: {state}\n{self.console}")
+
+    async def centre(self, selector: str) -> tuple[float, float]:
+        box = await self.evaluate(
+            f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
+            " return [r.left, r.top, r.width, r.height]; })()"
+        )
+        return box[0] + box[2] / 2, box[1] + box[3] / 2
+
+    async def mouse(self, kind: str, x: float, y: float) -> None:
+        buttons = 0 if kind == "mouseReleased" else 1
+        await self.call(
+            "Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", buttons=buttons, clickCount=1
+        )
+
+    async def click(self, selector: str) -> None:
+        """A real click (mouse down and up at the element's centre), as a user makes it."""
+        x, y = await self.centre(selector)
+        await self.mouse("mousePressed", x, y)
+        await self.mouse("mouseReleased", x, y)
+
+    async def drag(self, selector: str, points: list[tuple[float, float]]) -> None:
+        """A stroke through ``points``, given as fractions of the element's box."""
+        left, top, width, height = await self.evaluate(
+            f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
+            " return [r.left, r.top, r.width, r.height]; })()"
+        )
+        at = [(left + fx * width, top + fy * height) for fx, fy in points]
+        await self.mouse("mousePressed", *at[0])
+        for x, y in at[1:]:
+            await self.mouse("mouseMoved", x, y)
+        await self.mouse("mouseReleased", *at[-1])
+
+    async def set_files(self, selector: str, *paths: Path) -> None:
+        root = await self.call("DOM.getDocument", depth=0)
+        node = await self.call("DOM.querySelector", nodeId=root["root"]["nodeId"], selector=selector)
+        await self.call("DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(p) for p in paths])
+
+    async def screenshot(self, path: Path) -> None:
+        shot = await self.call("Page.captureScreenshot", format="png")
+        path.write_bytes(base64.b64decode(shot["data"]))
+
+
+@contextlib.asynccontextmanager
+async def browser(profile: Path) -> AsyncIterator[Page]:
+    """Headless Chromium with a fresh profile, and its first tab."""
+    process = subprocess.Popen(
+        [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        port = await _devtools_port(profile, process)
+        async with httpx.AsyncClient() as http:
+            targets = (await http.get(f"http://127.0.0.1:{port}/json/list")).json()
+        target = next(t for t in targets if t["type"] == "page")
+        async with connect(target["webSocketDebuggerUrl"], max_size=None) as ws:
+            page = Page(ws)
+            for domain in ("Page", "Runtime", "DOM"):
+                await page.call(f"{domain}.enable")
+            try:
+                yield page
+            finally:
+                page.reader.cancel()
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def _devtools_port(profile: Path, process: subprocess.Popen[bytes]) -> int:
+    """Chromium writes the port it picked (``--remote-debugging-port=0``) into the profile."""
+    marker = profile / "DevToolsActivePort"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"chromium exited with {process.returncode} at start")
+        if marker.exists() and marker.read_text().strip():
+            return int(marker.read_text().split()[0])
+        await asyncio.sleep(0.05)
+    raise TimeoutError("chromium did not open its DevTools port in 30 s")
+
+
+# --- the runs ---------------------------------------------------------------------------------
+
+
+# pixels of a canvas that are drawn (opaque); the page paints on the video's first frame
+OPAQUE_PIXELS = """(() => {{
+  const canvas = document.querySelector("{selector}");
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let opaque = 0;
+  for (let i = 3; i < data.length; i += 4) opaque += data[i] === 255 ? 1 : 0;
+  return opaque;
+}})()"""
+
+
+async def open_demo(page: Page, server: RunningServer, task: str, video: Path) -> None:
+    await page.call("Page.navigate", url=f"{server.url}/demo")
+    await page.wait_for("window.vidserveDemo && window.vidserveDemo.serverReady")
+    await page.click(f'input[name="task"][value="{task}"]')
+    await page.set_files("#file", video)
+    await page.wait_for("window.vidserveDemo.state === 'ready'")
+
+
+def server_session(server: RunningServer, session_id: str) -> dict[str, Any]:
+    response = httpx.get(f"{server.url}/v1/sessions/{session_id}")
+    assert response.status_code == 200, response.text
+    session: dict[str, Any] = response.json()
+    return session
+
+
+async def stop_and_check_closed(page: Page, server: RunningServer, session_id: str) -> None:
+    await page.click("#stop")
+    await page.wait_for("window.vidserveDemo.state === 'stopped'")
+    assert httpx.get(f"{server.url}/v1/sessions/{session_id}").status_code == 410  # deleted by the page
+
+
+def test_interpolation_from_a_video_file(
+    demo_server: RunningServer, video: Path, artifacts: Path, tmp_path: Path
+) -> None:
+    async def run() -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+        async with browser(tmp_path / "profile") as page:
+            await open_demo(page, demo_server, "interpolate", video)
+            await page.evaluate("document.querySelector('#max-width').value = 128")
+            await page.click("#start")
+            await page.wait_for("window.vidserveDemo.state === 'done'")
+            demo = await page.evaluate("window.vidserveDemo")
+            await page.screenshot(artifacts / "interpolate.png")
+            session = server_session(demo_server, demo["sessionId"])
+            await stop_and_check_closed(page, demo_server, demo["sessionId"])
+            return demo, session, page.problems
+
+    demo, session, problems = asyncio.run(run())
+    assert demo["errors"] == [] and problems == [], (demo["errors"], problems)
+    assert demo["framesSent"] >= 3, demo  # the file's first frame and those played after it
+    assert session["frames_in"] == session["frames_done"] == demo["framesSent"] == demo["framesAnswered"]
+    assert session["frames_failed"] == session["dropped"] == 0
+    # factor 2: one in-between frame for each frame after the first, each shown by the page
+    assert demo["resultsReceived"] == session["outputs"] == demo["framesSent"] - 1 > 0
+    # a slow pan has no cut: every frame sent was a real picture, the first one included
+    assert session["frame_size"] == [HEIGHT, WIDTH] and session["scene_changes"] == 0
+    assert demo["lastServerMs"] > 0 and demo["lastRttMs"] >= demo["lastServerMs"]
+
+
+def test_segmentation_with_a_painted_mask(
+    demo_server: RunningServer, video: Path, artifacts: Path, tmp_path: Path
+) -> None:
+    async def run() -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+        async with browser(tmp_path / "profile") as page:
+            await open_demo(page, demo_server, "segment", video)
+            # processed as given (96 px high), not resized to XMem's 480: keeps the test fast
+            await page.evaluate("document.querySelector('#processing-size').value = ''")
+            assert await page.evaluate(OPAQUE_PIXELS.format(selector="#paint")) == WIDTH * HEIGHT
+            await page.click('#objects button[data-object="1"]')
+            await page.drag("#paint", [(0.15, 0.3), (0.3, 0.5), (0.35, 0.7)])
+            await page.click('#objects button[data-object="2"]')
+            await page.drag("#paint", [(0.7, 0.2), (0.8, 0.4), (0.75, 0.6)])
+            assert await page.evaluate("window.vidserveDemo.paintedObjects") == [1, 2]
+            await page.click("#start")
+            await page.wait_for("window.vidserveDemo.state === 'done'")
+            demo = await page.evaluate("window.vidserveDemo")
+            await page.screenshot(artifacts / "segment.png")
+            session = server_session(demo_server, demo["sessionId"])
+            await stop_and_check_closed(page, demo_server, demo["sessionId"])
+            return demo, session, page.problems
+
+    demo, session, problems = asyncio.run(run())
+    assert demo["errors"] == [] and problems == [], (demo["errors"], problems)
+    assert demo["framesSent"] >= 3, demo
+    # one mask per frame, each decoded from its index PNG and drawn over its frame
+    assert session["frames_in"] == session["frames_done"] == demo["framesSent"] == demo["resultsReceived"]
+    assert session["frames_failed"] == session["dropped"] == 0
+    assert session["objects"] == [1, 2] and session["frame_size"] == [HEIGHT, WIDTH]
+    # the first frame's mask is the painted one, so both objects were overlaid at least there
+    assert demo["objectsSeen"][:2] == [1, 2] and demo["overlaidFrames"] >= 1, demo
+
+
+def test_interpolation_from_the_webcam(demo_server: RunningServer, artifacts: Path, tmp_path: Path) -> None:
+    """Chromium's fake camera (--use-fake-device-for-media-stream) through getUserMedia: live
+    frames until Stop, which lets the frames in flight finish before it closes the session."""
+
+    async def run() -> tuple[dict[str, Any], list[str]]:
+        async with browser(tmp_path / "profile") as page:
+            await page.call("Page.navigate", url=f"{demo_server.url}/demo")
+            await page.wait_for("window.vidserveDemo && window.vidserveDemo.serverReady")
+            await page.evaluate("document.querySelector('#max-width').value = 128")
+            await page.click("#camera")
+            await page.wait_for("window.vidserveDemo.state === 'ready'")
+            await page.click("#start")
+            await page.wait_for("window.vidserveDemo.resultsReceived >= 3")
+            await page.screenshot(artifacts / "interpolate-webcam.png")
+            await page.click("#stop")
+            await page.wait_for("window.vidserveDemo.state === 'stopped'")
+            demo = await page.evaluate("window.vidserveDemo")
+            assert httpx.get(f"{demo_server.url}/v1/sessions/{demo['sessionId']}").status_code == 410
+            return demo, page.problems
+
+    demo, problems = asyncio.run(run())
+    assert demo["errors"] == [] and problems == [], (demo["errors"], problems)
+    session = demo["server"]  # what GET /v1/sessions/{id} said after the last answer, before DELETE
+    assert session["frames_in"] == session["frames_done"] == demo["framesSent"] == demo["framesAnswered"]
+    assert session["frames_failed"] == session["dropped"] == session["in_flight"] == 0
+    assert session["outputs"] == demo["resultsReceived"] >= 3
+    assert session["frame_size"] == [96, 128]  # the fake camera's 640×480, scaled to 128 wide
+
+
+def test_a_refused_session_is_shown(demo_server: RunningServer, video: Path, tmp_path: Path) -> None:
+    """The server's error reaches the user: a factor over 64 is a 422 naming the field."""
+
+    async def run() -> tuple[dict[str, Any], str, list[str]]:
+        async with browser(tmp_path / "profile") as page:
+            await open_demo(page, demo_server, "interpolate", video)
+            await page.evaluate("document.querySelector('#factor').value = 99")
+            await page.click("#start")
+            await page.wait_for("window.vidserveDemo.state === 'error'")
+            shown = await page.evaluate("document.querySelector('#errors').textContent")
+            return await page.evaluate("window.vidserveDemo"), shown, page.problems
+
+    demo, shown, problems = asyncio.run(run())
+    assert problems == [] and demo["framesSent"] == 0 and demo["sessionId"] is None
+    assert demo["lastError"].startswith("422 invalid_request") and "factor" in demo["lastError"], demo
+    assert demo["lastError"] in shown
+
+
+def test_demo_files_are_served_and_nothing_else() -> None:
+    """The page and its modules, with types a browser accepts for module scripts; no path
+    from the URL reaches the disk. (In process and without the lifespan: static routes need
+    no engine.)"""
+
+    async def run() -> None:
+        transport = httpx.ASGITransport(app=create_app(Settings(models=["rife-4.0"])))
+        async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
+            redirect = await client.get("/demo")
+            assert redirect.status_code == 307 and redirect.headers["location"] == "/demo/"
+            page = await client.get("/demo/")
+            assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+            assert '<script type="module" src="main.js">' in page.text
+            for name in ("main.js", "protocol.js", "masks.js", "painter.js", "source.js"):
+                module = await client.get(f"/demo/{name}")
+                assert module.status_code == 200
+                assert module.headers["content-type"].startswith("text/javascript")
+            assert (await client.get("/demo/style.css")).headers["content-type"].startswith("text/css")
+            escapes = ("/demo/..%2Fpyproject.toml", "/demo/%2E%2E%2F%2E%2E%2Fserver%2Fapp.py")
+            for bad in ("/demo/nope.js", "/demo/.hidden.js", *escapes):
+                response = await client.get(bad)
+                assert response.status_code == 404, bad
+                assert response.json()["error"]["code"] == "not_found", bad
+
+    asyncio.run(run())
