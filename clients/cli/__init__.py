@@ -1,0 +1,54 @@
+"""``python -m clients``: video files through a vidserve server (segment, interpolate)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import httpx
+
+from clients.cli import interpolate, segment
+from clients.cli.common import CliError, default_url
+from clients.python import StreamClosed, VidserveError
+from models.video import AudioCopyError, VideoError
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130  # why: the shell's 128 + SIGINT, what scripts expect after Ctrl-C
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m clients", description="Segment or interpolate video files with a vidserve server."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    server = default_url()
+    segment.add_parser(sub, server)
+    interpolate.add_parser(sub, server)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except KeyboardInterrupt:
+        print("\ninterrupted: the session was closed and no output was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except AudioCopyError as exc:
+        print(f"error: {exc} (--no-audio)", file=sys.stderr)
+    except (CliError, VideoError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except StreamClosed as exc:
+        print(
+            f"error: the server closed the stream ({exc.code}: {exc.reason or 'no reason given'})",
+            file=sys.stderr,
+        )
+    except VidserveError as exc:
+        print(f"error: the server answered {exc}", file=sys.stderr)
+    except httpx.TransportError as exc:
+        print(f"error: lost the connection to {args.server} ({exc or type(exc).__name__})", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    return EXIT_ERROR

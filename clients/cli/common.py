@@ -1,0 +1,78 @@
+"""What both commands share: reaching the server, the progress bar, where output goes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from tqdm import tqdm
+
+from clients.python import Client, NotReady, Session
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# Output suffixes written as a video, and the encoder each container gets.
+VIDEO_CODECS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9"}
+
+
+class CliError(Exception):
+    """A user error (bad input, unreachable server): printed as one line, no traceback."""
+
+
+def default_url() -> str:
+    return os.environ.get("VIDSERVE_URL", DEFAULT_URL)
+
+
+def is_video_path(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_CODECS
+
+
+def codec_for(path: Path) -> str:
+    return VIDEO_CODECS[path.suffix.lower()]
+
+
+@contextlib.contextmanager
+def connect(url: str) -> Iterator[Client]:
+    """A blocking client on ``url``, checked live first so a wrong URL fails in one line."""
+    client = Client(url, timeout=120.0)
+    try:
+        try:
+            client.health()
+        except httpx.TransportError as exc:
+            raise CliError(
+                f"cannot reach the vidserve server at {url} ({exc or type(exc).__name__}); start one "
+                "with `python -m server`, or give its address with --server or VIDSERVE_URL"
+            ) from None
+        yield client
+    finally:
+        client.close()
+
+
+def wait_ready(client: Client, url: str) -> None:
+    """One readiness check: engines still loading is a clear error, not a stream of 503s."""
+    try:
+        client.ready()
+    except NotReady as exc:
+        raise CliError(f"the server at {url} is not ready yet ({exc.message}); try again shortly") from None
+
+
+def delete_quietly(session: Session) -> None:
+    """Free the session on the server; a failure here must not hide the error that got us here."""
+    with contextlib.suppress(Exception):
+        session.delete()
+
+
+def progress(total: int | None, *, desc: str, quiet: bool) -> tqdm:
+    """Frames done, frames/s and ETA on stderr (ETA only when the container counts frames)."""
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="frame",
+        file=sys.stderr,
+        disable=quiet,
+        dynamic_ncols=True,
+        smoothing=0.3,
+    )

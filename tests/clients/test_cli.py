@@ -1,0 +1,290 @@
+"""``python -m clients`` against real servers (RIFE v4.0 weights, XMem with the conformance
+recipe's hashed weights) on small videos made with PyAV: frame rates, timestamps, audio,
+scene cuts, mask outputs, user errors and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pycocotools import mask as coco_mask
+
+from clients.cli import main
+from clients.cli.sinks import MaskFolder
+from models.images import read_index_mask, write_index_png
+from models.video import overlay, probe, read_frames
+from tests.conftest import REPO_ROOT
+from tests.models.test_video import audio_packets, close, make_video
+from tests.server.support import RunningServer, free_port, panning_frames, running_server, server_settings
+from tests.server.test_segmentation import hashed_checkpoint, vectors, xmem_settings
+
+__all__ = ["hashed_checkpoint", "vectors"]  # fixtures, imported for pytest to find
+
+SEQ = "seq_a"
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cli_model_repository")
+
+
+@pytest.fixture(scope="module")
+def rife_server(rife_v40_weights: Path, repository: Path) -> Iterator[RunningServer]:
+    with running_server(server_settings(rife_v40_weights, repository)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def xmem_server(hashed_checkpoint: Path, repository: Path) -> Iterator[RunningServer]:
+    with running_server(xmem_settings(hashed_checkpoint, repository)) as running:
+        yield running
+
+
+def cli(
+    *args: str | Path, server: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m clients ARGS`` as a user runs it, with VIDSERVE_URL pointing at ``server``."""
+    env = {**os.environ, **({"VIDSERVE_URL": server} if server else {})}
+    command = [sys.executable, "-m", "clients", *map(str, args)]
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary outputs (``.NAME.TOKEN.partial...``) left in ``folder``."""
+    return [p.name for p in folder.iterdir() if ".partial" in p.name]
+
+
+# --- interpolate --------------------------------------------------------------------------
+
+
+def test_interpolate_doubles_the_frame_rate(rife_server: RunningServer, tmp_path: Path) -> None:
+    video, out = tmp_path / "pan.mp4", tmp_path / "double.mp4"
+    make_video(video, panning_frames(8), fps=25)
+    done = cli("interpolate", video, "--factor", "2", "--out", out, server=rife_server.url)
+    assert done.returncode == 0, done.stderr
+    assert "frame/s" in done.stderr  # the progress bar
+
+    info = probe(out)
+    assert (info.width, info.height, info.fps, info.frames) == (96, 64, 50, 16)
+    frames = list(read_frames(out))
+    assert [f.time_s for f in frames] == pytest.approx([i / 50 for i in range(16)], abs=1e-4)
+    originals = list(read_frames(video))
+    for index, original in enumerate(originals):
+        assert close(frames[2 * index].rgb, original.rgb)
+    assert not close(frames[1].rgb, frames[0].rgb, tolerance=0.5)  # an in-between, not a copy
+    assert audio_packets(out) == audio_packets(video)
+    assert leftovers(tmp_path) == []
+
+
+def test_interpolate_holds_the_frame_at_a_scene_cut(rife_server: RunningServer, tmp_path: Path) -> None:
+    """Frames 0–2 pan, 3–5 are another picture: the pair (2, 3) is a cut, so its in-betweens are
+    frame 2 itself (lossless output: exactly), never a blend of the two pictures."""
+    pan = panning_frames(6)
+    frames = pan[:3] + [255 - f for f in pan[3:]]
+    video, out = tmp_path / "cut.mkv", tmp_path / "out.mkv"
+    make_video(video, frames, fps=24, audio=False)
+    argv = ["interpolate", str(video), "--factor", "3", "--crf", "0", "--out", str(out), "--quiet"]
+    assert main([*argv, "--server", rife_server.url]) == 0
+    got = [f.rgb for f in read_frames(out)]
+    assert len(got) == 18 and probe(out).fps == 72
+    for between in got[7:9]:  # after frame 2 (output 6), before frame 3 (output 9)
+        assert np.array_equal(between, got[6])
+    assert not np.array_equal(got[4], got[3])  # pairs that are not cuts are interpolated
+
+
+def test_interpolate_user_errors(
+    rife_server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = tmp_path / "pan.mp4"
+    make_video(video, panning_frames(2), audio=False)
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    url = ["--server", rife_server.url]
+    cases = [
+        (
+            ["interpolate", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o.mp4"), *url],
+            "no such file",
+        ),
+        (["interpolate", str(text), "--out", str(tmp_path / "o.mp4"), *url], "not a readable video"),
+        (["interpolate", str(video), "--out", str(tmp_path / "o.gif"), *url], "give a video file name"),
+        (["interpolate", str(video), "--factor", "1", "--out", str(tmp_path / "o.mp4"), *url], "2 to 64"),
+        (
+            [
+                "interpolate",
+                str(video),
+                "--out",
+                str(tmp_path / "o.mp4"),
+                "--server",
+                f"http://127.0.0.1:{free_port()}",
+            ],
+            "cannot reach the vidserve server",
+        ),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.mp4", "pan.mp4"]
+
+
+def test_ctrl_c_stops_cleanly(rife_server: RunningServer, tmp_path: Path) -> None:
+    """SIGINT once frames are flowing: exit 130, no output file, no temporary file, and the
+    session deleted on the server."""
+    video, out = tmp_path / "long.mp4", tmp_path / "out.mp4"
+    make_video(video, panning_frames(300, step=0), fps=30)
+    env = {**os.environ, "VIDSERVE_URL": rife_server.url}
+    command = [sys.executable, "-m", "clients", "interpolate", str(video), "--out", str(out)]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE)
+    try:
+        assert process.stderr is not None
+        progress = wait_for_progress(process.stderr.fileno(), timeout=60)
+        assert progress >= 1
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, err.decode()
+    assert "interrupted" in err.decode() and "Traceback" not in err.decode()
+    assert not out.exists() and leftovers(tmp_path) == []
+    assert len(rife_server.state.sessions) == 0
+
+
+def wait_for_progress(fd: int, timeout: float) -> int:
+    """Read the progress bar from ``fd`` until it shows a frame done; that frame count."""
+    seen, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            chunk = os.read(fd, 4096)
+            assert chunk, f"the CLI ended before any progress: {seen.decode()}"
+            seen += chunk
+            counts = [int(n) for n in re.findall(rb"(\d+)/300", seen)]
+            if counts and max(counts) >= 1:
+                return max(counts)
+    raise TimeoutError(f"no progress in {timeout} s: {seen.decode()}")
+
+
+# --- segment ------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def seq_video(tmp_path: Path, vectors: Any) -> tuple[Path, np.ndarray, np.ndarray]:
+    """seq_a's first 10 frames as a (near-lossless) video with audio, and its masks on
+    frame 0 (objects 1, 2) and frame 6 (object 3, where the recipe adds it)."""
+    frames, masks = vectors[f"{SEQ}/frames_u8"][:10], vectors[f"{SEQ}/masks_u8"]
+    video = tmp_path / "seq.mp4"
+    make_video(video, list(frames), fps=10)
+    first = np.where(np.isin(masks[0], [1, 2]), masks[0], 0).astype(np.uint8)
+    third = np.where(masks[6] == 3, 3, 0).astype(np.uint8)
+    write_index_png(tmp_path / "mask0.png", first)
+    write_index_png(tmp_path / "mask6.png", third)
+    return video, first, third
+
+
+# why: pycocotools' decode trips a numpy 2 deprecation inside the library
+def test_segment_into_a_folder(
+    xmem_server: RunningServer, tmp_path: Path, seq_video: tuple[Path, np.ndarray, np.ndarray]
+) -> None:
+    """Index PNGs and masks.json whose RLEs decode to them; object 3 from frame 6 on."""
+    video, first, third = seq_video
+    out = tmp_path / "masks"
+    done = cli(
+        "segment", video, "--mask", tmp_path / "mask0.png", "--mask-at", f"6:{tmp_path / 'mask6.png'}",
+        "--size", "none", "--out", out, server=xmem_server.url,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(10)] + ["masks.json"]
+    body = json.loads((out / "masks.json").read_text())
+    assert (body["width"], body["height"], body["objects"]) == (96, 64, [1, 2, 3])
+    assert [f["index"] for f in body["frames"]] == list(range(10))
+    assert [f["time_s"] for f in body["frames"]] == pytest.approx([i / 10 for i in range(10)])
+    for entry in body["frames"]:
+        index = read_index_mask(out / entry["file"])
+        assert index.shape == (64, 96)
+        assert sorted(entry["masks"]) == (["1", "2"] if entry["index"] < 6 else ["1", "2", "3"])
+        for object_id, rle in entry["masks"].items():
+            assert rle["size"] == [64, 96] and isinstance(rle["counts"], str)
+            decoded = coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()})
+            assert np.array_equal(decoded.astype(bool), index == int(object_id))
+        if entry["index"] < 6:
+            assert not (index == 3).any()
+    assert np.array_equal(read_index_mask(out / "00000.png"), first)  # the given mask comes back
+    assert (read_index_mask(out / "00006.png")[third == 3] == 3).all()  # and --mask-at's object
+    assert leftovers(tmp_path) == [] and len(xmem_server.state.sessions) == 0
+
+
+def test_segment_into_an_overlay_video(
+    xmem_server: RunningServer,
+    tmp_path: Path,
+    seq_video: tuple[Path, np.ndarray, np.ndarray],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    video, first, _ = seq_video
+    out = tmp_path / "overlay.mp4"
+    argv = ["segment", str(video), "--mask", str(tmp_path / "mask0.png"), "--size", "none", "--quiet"]
+    late = ["--mask-at", f"40:{tmp_path / 'mask6.png'}"]  # past the end: a warning, not an error
+    assert main([*argv, *late, "--out", str(out), "--server", xmem_server.url]) == 0
+    assert "masks for frames [40] were not used: the video has 10 frames" in capsys.readouterr().err
+    source, info = probe(video), probe(out)
+    assert (info.fps, info.frames, info.width, info.height) == (source.fps, 10, 96, 64)
+    frames = list(read_frames(out))
+    assert [f.time_s for f in frames] == [f.time_s for f in read_frames(video)]
+    assert audio_packets(out) == audio_packets(video)
+    # frame 0 shows its given mask drawn: inside the objects, much nearer the overlay than the
+    # plain frame (yuv420p blurs colour edges, so not equal); outside, the frame unchanged
+    original, got = next(read_frames(video)).rgb.astype(int), frames[0].rgb.astype(int)
+    drawn, inside = overlay(original.astype(np.uint8), first).astype(int), first > 0
+    assert np.abs(got - drawn)[inside].mean() < np.abs(got - original)[inside].mean() / 3
+    assert np.abs(got - original)[~inside].mean() < 8
+
+
+def test_segment_user_errors(
+    xmem_server: RunningServer,
+    tmp_path: Path,
+    seq_video: tuple[Path, np.ndarray, np.ndarray],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    video, _, _ = seq_video
+    small = tmp_path / "small.png"
+    write_index_png(small, np.ones((32, 48), np.uint8))
+    base = ["segment", str(video), "--server", xmem_server.url, "--size", "none"]
+    out = ["--out", str(tmp_path / "o")]
+    cases = [
+        ([*base, *out], "--mask"),
+        ([*base, "--mask", str(small), *out], "the mask is 48×32 but the video is 96×64"),
+        ([*base, "--mask", str(tmp_path / "nope.png"), *out], "no such mask file"),
+        ([*base, "--mask", str(tmp_path / "mask0.png"), "--objects", "7", *out], "among --objects"),
+        ([*base, "--mask", str(tmp_path / "mask0.png"), "--out", str(tmp_path / "o.avi")], "a folder has no"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_mask_folder_is_all_or_nothing(
+    seq_video: tuple[Path, np.ndarray, np.ndarray], tmp_path: Path, error: type[BaseException]
+) -> None:
+    video, first, _ = seq_video
+    out = tmp_path / "masks"
+    frame = next(read_frames(video))
+    with pytest.raises(error), MaskFolder(out, probe(video), video=video, objects=[1, 2]) as folder:
+        folder.write(frame, first, [1, 2])
+        assert leftovers(tmp_path) != []  # written beside out, not into it
+        raise error()
+    assert not out.exists() and leftovers(tmp_path) == []
