@@ -11,26 +11,19 @@ import struct
 import warnings
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import TypedDict
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as coco_mask
 
+from models import mask_files
 from models.images import _palette
+from models.mask_files import Rle
 
 Size = tuple[int, int]  # (height, width)
 
 MAX_OBJECT_ID = 255  # why: index masks are uint8 and 0 is background
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _GRAY_MODES = ("L", "1", "I", "I;16")  # single-channel PNG modes whose values are the ids
-
-
-class Rle(TypedDict):
-    """COCO compressed RLE, JSON-ready."""
-
-    size: list[int]  # [height, width]
-    counts: str  # pycocotools' string form of the column-major run lengths
 
 
 class MaskError(ValueError):
@@ -141,8 +134,7 @@ def encode_rle(binary: np.ndarray) -> Rle:
     ``{"size": [h, w], "counts": str}``."""
     if binary.ndim != 2:
         raise MaskError("invalid_mask", f"a binary mask must be H×W, got shape {binary.shape}")
-    rle = coco_mask.encode(np.asfortranarray(binary != 0, dtype=np.uint8))
-    return {"size": [int(n) for n in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    return mask_files.encode_rle(binary)
 
 
 def encode_rles(index: np.ndarray, object_ids: Sequence[int]) -> dict[str, Rle]:

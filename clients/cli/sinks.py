@@ -9,16 +9,14 @@ import secrets
 import shutil
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Protocol, Self
 
 import numpy as np
-from pycocotools import mask as coco_mask
 
 from clients.cli.common import CliError, codec_for
 from models.images import write_index_png
+from models.mask_files import MASKS_JSON, frame_record, masks_document, png_name
 from models.video import DecodedFrame, VideoInfo, VideoWriter, clock_for, overlay
-
-MASKS_JSON = "masks.json"
 
 
 class MaskSink(Protocol):
@@ -63,12 +61,6 @@ class OverlayVideo:
         self.writer.write(overlay(frame.rgb, mask, self.alpha), frame.time_s)
 
 
-def encode_rle(binary: np.ndarray) -> dict[str, Any]:
-    """binary: bool H×W → COCO compressed RLE, JSON-ready ``{"size": [h, w], "counts": str}``."""
-    rle = coco_mask.encode(np.asfortranarray(binary, dtype=np.uint8))
-    return {"size": [int(n) for n in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
 class MaskFolder:
     """``00000.png`` ... (index PNGs, values = object ids, DAVIS palette) and ``masks.json``:
     per frame, each tracked object's COCO RLE. Written into a hidden folder beside ``out`` and
@@ -77,14 +69,8 @@ class MaskFolder:
     def __init__(self, out: Path, info: VideoInfo, *, video: Path, objects: list[int]) -> None:
         self.out = out
         self.temp = out.parent / f".{out.name}.{secrets.token_hex(4)}.partial"
-        self.header = {
-            "video": video.name,
-            "width": info.width,
-            "height": info.height,
-            "fps": float(info.fps),
-            "objects": objects,  # ids given in the masks
-        }
-        self.frames: list[dict[str, Any]] = []
+        self.video, self.info, self.objects = video.name, info, objects
+        self.frames: list[dict[str, object]] = []
 
     def __enter__(self) -> Self:
         if self.out.exists() and not (self.out.is_dir() and not any(self.out.iterdir())):
@@ -98,14 +84,12 @@ class MaskFolder:
     ) -> None:
         try:
             if kind is None:
-                body = {**self.header, "frames": self.frames}
+                body = masks_document(self.video, self.info, self.objects, self.frames)
                 (self.temp / MASKS_JSON).write_text(json.dumps(body))
                 os.replace(self.temp, self.out)  # why replace: also takes the place of an empty folder
         finally:
             shutil.rmtree(self.temp, ignore_errors=True)
 
     def write(self, frame: DecodedFrame, mask: np.ndarray, tracked: list[int]) -> None:
-        name = f"{frame.index:05d}.png"
-        write_index_png(self.temp / name, mask)
-        rles = {str(i): encode_rle(mask == i) for i in tracked}
-        self.frames.append({"index": frame.index, "time_s": frame.time_s, "file": name, "masks": rles})
+        write_index_png(self.temp / png_name(frame.index), mask)
+        self.frames.append(frame_record(frame.index, frame.time_s, mask, tracked))

@@ -63,7 +63,8 @@ async def submit_job(
             params = await _segmentation_params(state, info, mask, mask_frame, processing_size, output)
             state.budget.reserve(job_id, _reservation(info, params))
         limit = state.settings.max_job_frames
-        job = Job(job_id, task, service_model, params, folder, source, info, frames_total, limit)
+        name = Path(video.filename or source.name).name
+        job = Job(job_id, task, service_model, params, folder, source, name, info, frames_total, limit)
         state.jobs.start(job, _work(state))
     except BaseException:
         state.budget.release(job_id)
@@ -209,7 +210,7 @@ async def _segmentation_params(
             422, "invalid_argument", f"mask_frame {mask_frame} is past the video's {info.frames} frames"
         )
     size = processing_size or min(DEFAULT_SIDE, info.height, info.width)
-    return SegmentationParams(data, mask_frame, size, output, len(ids))
+    return SegmentationParams(data, mask_frame, size, output, tuple(ids))
 
 
 def _mask_ids(data: bytes, info: VideoInfo) -> list[int]:
@@ -221,7 +222,7 @@ def _mask_ids(data: bytes, info: VideoInfo) -> list[int]:
 def _reservation(info: VideoInfo, params: SegmentationParams) -> int:
     """The job's worst-case XMem memory, exact now that the frame size is known."""
     height, width = processing_hw(info.height, info.width, params.processing_size)
-    return memory_bound_bytes(XMemConfig(), padded_positions(height, width), params.max_objects)
+    return memory_bound_bytes(XMemConfig(), padded_positions(height, width), len(params.objects))
 
 
 def _work(state: ServerState) -> JobWork:

@@ -20,12 +20,13 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from models.mask_files import MASKS_JSON, frame_record, masks_document, png_name
 from models.rife.inference import timesteps_for_factor
 from models.video import DecodedFrame, VideoWriter, overlay, read_frames
 from models.xmem.config import XMemConfig
 from models.xmem.inference_core import InferenceCore
 from server.jobs.store import InterpolationParams, Job, SegmentationParams
-from server.masks import decode_index_png, encode_index_png, encode_rles
+from server.masks import decode_index_png, encode_index_png
 from server.scheduler import Overloaded, Priority
 from server.tasks.interpolation import InterpolationService, PreparedFrame
 from server.tasks.segmentation import SegmentationService, Segmented
@@ -190,7 +191,7 @@ async def run_segmentation(job: Job, service: SegmentationService) -> None:
     mask = decode_index_png(params.mask, (job.info.height, job.info.width))  # uint8 H×W ids
     core = InferenceCore(service.engines, XMemConfig())
     io = JobIO(job)
-    sink: _MaskSink = _ZipSink(job) if params.output == "zip" else _OverlaySink(job)
+    sink: _MaskSink = _ZipSink(job, params.objects) if params.output == "zip" else _OverlaySink(job)
     await io.run(sink.open)
     try:
         async with aclosing(frames_of(job, io)) as frames:
@@ -240,36 +241,26 @@ class _MaskSink(Protocol):
 
 
 class _ZipSink:
-    """``masks/00000.png`` (index PNG, ids as palette indices) per frame, and ``masks.json``:
-    per frame its index, time and each object's COCO RLE."""
+    """The CLI's ``--out DIR`` layout, zipped: ``00000.png``... index PNGs and ``masks.json``
+    (``models/mask_files.py``), so an editor's tooling reads either."""
 
     media_type = "application/zip"
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, objects: tuple[int, ...]) -> None:
         self.path = job.folder / "masks.zip"
+        self.job, self.objects = job, objects
         self.frames: list[dict[str, object]] = []
-        self.object_ids: set[int] = set()
-        self.info = job.info
 
     def open(self) -> None:
         self.zip = zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_DEFLATED)
 
     def add(self, frame: DecodedFrame, index_mask: np.ndarray) -> None:
-        self.zip.writestr(f"masks/{frame.index:05d}.png", encode_index_png(index_mask))
-        ids = [int(i) for i in np.unique(index_mask) if i != 0]
-        self.object_ids.update(ids)
-        rles = encode_rles(index_mask, ids)
-        self.frames.append({"frame_index": frame.index, "time_s": frame.time_s, "objects": rles})
+        self.zip.writestr(png_name(frame.index), encode_index_png(index_mask))
+        self.frames.append(frame_record(frame.index, frame.time_s, index_mask, self.objects))
 
     def finish(self) -> None:
-        document = {
-            "width": self.info.width,
-            "height": self.info.height,
-            "fps": float(self.info.fps),
-            "object_ids": sorted(self.object_ids),
-            "frames": self.frames,
-        }
-        self.zip.writestr("masks.json", json.dumps(document))
+        document = masks_document(self.job.filename, self.job.info, self.objects, self.frames)
+        self.zip.writestr(MASKS_JSON, json.dumps(document))
         self.zip.close()
 
     def abort(self) -> None:

@@ -64,7 +64,7 @@ class SegmentationParams:
     mask_frame: int  # the frame the mask belongs to; earlier frames come back empty
     processing_size: int | None  # shorter side frames are resized to (None: as given)
     output: Literal["zip", "video"]  # index PNGs + COCO RLE in a zip, or an overlay video
-    max_objects: int  # objects the mask may hold, sized into the memory reservation
+    objects: tuple[int, ...]  # the ids in the mask: what the job tracks, sized into its reservation
 
 
 JobParams = InterpolationParams | SegmentationParams
@@ -80,6 +80,7 @@ class Job:
     params: JobParams
     folder: Path  # holds the upload and the result; deleted with the job
     source: Path  # the uploaded video
+    filename: str  # the upload's own name, for the result's metadata
     info: VideoInfo  # the upload's probe, taken before the job was accepted
     frames_total: int  # frames to process: the container's count (or an estimate) until decoded
     frame_limit: int  # more frames than this fail the job (VIDSERVE_MAX_JOB_FRAMES)

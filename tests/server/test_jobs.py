@@ -171,13 +171,16 @@ def test_segmentation_job_zip_equals_a_live_session(jobs_server: RunningServer, 
     assert done["state"] == "done", done["error"]
     archive = zipfile.ZipFile(io.BytesIO(httpx.get(f"{jobs_server.url}{done['result_url']}").content))
     document = json.loads(archive.read("masks.json"))
-    assert [f["frame_index"] for f in document["frames"]] == list(range(8))
+    assert document["video"] == "clip.mp4" and document["objects"] == [1, 2]
+    assert [f["index"] for f in document["frames"]] == list(range(8))
 
     live = live_masks(jobs_server, [f.rgb for f in read_frames(source)], mask)
     for i, expected in enumerate(live):
-        got = np.asarray(Image.open(io.BytesIO(archive.read(f"masks/{i:05d}.png"))))
+        record = document["frames"][i]
+        got = np.asarray(Image.open(io.BytesIO(archive.read(record["file"]))))
         np.testing.assert_array_equal(got, expected, err_msg=f"frame {i}")
-        for object_id, rle in document["frames"][i]["objects"].items():
+        assert sorted(record["masks"]) == ["1", "2"]
+        for object_id, rle in record["masks"].items():
             binary = coco_mask.decode({"size": rle["size"], "counts": rle["counts"].encode()})
             np.testing.assert_array_equal(binary, got == int(object_id))
 
