@@ -25,3 +25,9 @@ def rife_v40_weights() -> Path:
     from models.weights.fetch import fetch
 
     return fetch("rife-4.0", progress=False)
+
+
+@pytest.fixture(scope="session")
+def engine_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model repository for every test server, so each engine is exported once per run."""
+    return tmp_path_factory.mktemp("model_repository")

@@ -12,6 +12,7 @@ from clients.python.errors import (
     FrameRejected,
     Gone,
     InvalidRequest,
+    JobFailed,
     NotFound,
     NotReady,
     Overloaded,
@@ -20,7 +21,7 @@ from clients.python.errors import (
     StreamNotFound,
     VidserveError,
 )
-from clients.python.protocol import FrameResult, Interpolated, SegmentResult, StreamedFrame
+from clients.python.protocol import FrameResult, Interpolated, Job, SegmentResult, StreamedFrame
 from clients.python.sync import (
     Client,
     InterpolationSession,
@@ -45,6 +46,8 @@ __all__ = [
     "InterpolationSession",
     "InterpolationStream",
     "InvalidRequest",
+    "Job",
+    "JobFailed",
     "NotFound",
     "NotReady",
     "Overloaded",

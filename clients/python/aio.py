@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -17,6 +18,7 @@ from clients.python.errors import (
     CLOSE_TRY_AGAIN_LATER,
     FrameRejected,
     Gone,
+    JobFailed,
     NotFound,
     NotReady,
     Overloaded,
@@ -25,8 +27,8 @@ from clients.python.errors import (
     error_from_body,
     stream_closed,
 )
-from clients.python.frames import FrameLike, encode_frame, mask_ids
-from clients.python.protocol import FrameResult, Interpolated, SegmentResult
+from clients.python.frames import FrameLike, encode_frame, encode_index_png, mask_ids
+from clients.python.protocol import FrameResult, Interpolated, Job, SegmentResult
 
 T = TypeVar("T")
 RETRIED_STATUS = (429, 503)  # why: the protocol answers both with Retry-After: they pass
@@ -128,6 +130,83 @@ class AsyncClient:
             return await asyncio.to_thread(protocol.parse_interpolated, content_type, response.content)
         headers = dict(response.headers.items())
         return [await asyncio.to_thread(protocol.parse_single, headers, response.content)]
+
+    # --- clip jobs -------------------------------------------------------------------------
+
+    async def submit_job(
+        self,
+        video: str | Path | bytes,
+        task: str,
+        *,
+        mask: np.ndarray | bytes | None = None,
+        **params: Any,
+    ) -> Job:
+        """``POST /v1/jobs``: a whole clip (a path or its bytes) for ``task`` ("interpolate"
+        or "segment"). ``mask``: the first frame's ids (uint8 H×W) or an index PNG.
+        ``params``: factor, scale, scene_change_threshold, model; mask_frame,
+        processing_size, output ("zip" or "video")."""
+        data = video if isinstance(video, bytes) else await asyncio.to_thread(Path(video).read_bytes)
+        name = "clip" if isinstance(video, bytes) else Path(video).name
+        files: dict[str, Any] = {"video": (name, data, "application/octet-stream")}
+        if mask is not None:
+            png = mask if isinstance(mask, bytes) else encode_index_png(mask)
+            files["mask"] = ("mask.png", png, "image/png")
+        response = await self.request("POST", "/v1/jobs", files=files, data=protocol.job_form(task, params))
+        return protocol.parse_job(response.json())
+
+    async def job(self, job_id: str) -> Job:
+        """``GET /v1/jobs/{id}``: state and progress."""
+        return protocol.parse_job((await self.request("GET", f"/v1/jobs/{job_id}")).json())
+
+    async def jobs(self) -> list[Job]:
+        """``GET /v1/jobs``: every job the server holds."""
+        body = (await self.request("GET", "/v1/jobs")).json()
+        return [protocol.parse_job(j) for j in body["jobs"]]
+
+    async def wait_job(
+        self,
+        job_id: str,
+        *,
+        poll_s: float = 0.5,
+        timeout: float | None = None,
+        on_progress: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Poll until the job is done (and return it); raise JobFailed when it failed or was
+        cancelled, TimeoutError after ``timeout`` seconds."""
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        while True:
+            job = await self.job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.state == "done":
+                return job
+            if job.is_finished:
+                raise JobFailed(job)
+            if deadline is not None and asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job.state} after {timeout} s")
+            await asyncio.sleep(poll_s)
+
+    async def download_job(self, job_id: str, path: str | Path) -> Path:
+        """``GET /v1/jobs/{id}/result`` into ``path``, streamed; the file appears whole or not
+        at all."""
+        target = Path(path)
+        partial = target.with_name(f".{target.name}.partial")
+        try:
+            async with self._http.stream("GET", f"/v1/jobs/{job_id}/result") as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise error_from_body(response.status_code, _json_or_none(response), response.text)
+                with partial.open("wb") as out:
+                    async for chunk in response.aiter_bytes():
+                        out.write(chunk)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
+
+    async def cancel_job(self, job_id: str) -> Job:
+        """``DELETE /v1/jobs/{id}``: cancel a job, or forget a finished one and its result."""
+        return protocol.parse_job((await self.request("DELETE", f"/v1/jobs/{job_id}")).json())
 
     # --- sessions --------------------------------------------------------------------------
 
@@ -521,3 +600,10 @@ def _closed(exc: ConnectionClosed) -> StreamClosed:
     """The typed error for a websockets close (no close frame received: the connection dropped)."""
     received = exc.rcvd
     return stream_closed(received.code if received else None, received.reason if received else "")
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None

@@ -36,6 +36,14 @@ class NotReady(VidserveError):
     """503: engines still loading (or failed to)."""
 
 
+class JobFailed(VidserveError):
+    """A clip job ended without a result: ``code`` is ``job_failed`` or ``job_cancelled``."""
+
+    def __init__(self, job: Any) -> None:
+        super().__init__(f"job_{job.state}", job.error or job.state)
+        self.job = job
+
+
 class FrameRejected(VidserveError):
     """A stream answered one frame (or a control, ``frame_index`` None) with an error; the
     stream goes on."""

@@ -63,6 +63,43 @@ class SegmentResult:
 # --- REST ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Job:
+    """A clip job as ``GET /v1/jobs/{id}`` reports it."""
+
+    id: str
+    task: str  # "interpolate" or "segment"
+    state: str  # queued, running, done, failed or cancelled
+    frames_done: int  # input frames processed
+    frames_total: int  # input frames to process (the container's count until decoded)
+    error: str | None  # why it failed or was cancelled
+    result_url: str | None  # where the result downloads from, once done
+    raw: dict[str, Any]  # the whole answer, for fields not above
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in ("done", "failed", "cancelled")
+
+
+def parse_job(body: dict[str, Any]) -> Job:
+    progress = body.get("progress", {})
+    return Job(
+        id=body["id"],
+        task=body["task"],
+        state=body["state"],
+        frames_done=int(progress.get("frames_done", 0)),
+        frames_total=int(progress.get("frames_total", 0)),
+        error=body.get("error"),
+        result_url=body.get("result_url"),
+        raw=body,
+    )
+
+
+def job_form(task: str, params: dict[str, Any]) -> dict[str, str]:
+    """A job's form fields: None left out, booleans and numbers as text."""
+    return {"task": task, **{k: str(v) for k, v in params.items() if v is not None}}
+
+
 def interpolate_form(
     timesteps: list[float] | None,
     factor: int | None,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -20,7 +21,7 @@ from clients.python.aio import (
     AsyncSession,
 )
 from clients.python.frames import FrameLike
-from clients.python.protocol import FrameResult, Interpolated, SegmentResult
+from clients.python.protocol import FrameResult, Interpolated, Job, SegmentResult
 
 T = TypeVar("T")
 
@@ -114,6 +115,35 @@ class Client:
 
     def session(self, session_id: str) -> Session:
         return Session(self, self.aio.session(session_id))
+
+    # --- clip jobs: as AsyncClient's ---------------------------------------------------------
+
+    def submit_job(
+        self, video: str | Path | bytes, task: str, *, mask: np.ndarray | bytes | None = None, **params: Any
+    ) -> Job:
+        return self.run(self.aio.submit_job(video, task, mask=mask, **params))
+
+    def job(self, job_id: str) -> Job:
+        return self.run(self.aio.job(job_id))
+
+    def jobs(self) -> list[Job]:
+        return self.run(self.aio.jobs())
+
+    def wait_job(
+        self,
+        job_id: str,
+        *,
+        poll_s: float = 0.5,
+        timeout: float | None = None,
+        on_progress: Callable[[Job], None] | None = None,
+    ) -> Job:
+        return self.run(self.aio.wait_job(job_id, poll_s=poll_s, timeout=timeout, on_progress=on_progress))
+
+    def download_job(self, job_id: str, path: str | Path) -> Path:
+        return self.run(self.aio.download_job(job_id, path))
+
+    def cancel_job(self, job_id: str) -> Job:
+        return self.run(self.aio.cancel_job(job_id))
 
 
 class Session:

@@ -11,12 +11,6 @@ from tests.server.support import RunningServer, running_server, server_settings
 
 
 @pytest.fixture(scope="session")
-def engine_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One model repository for every test server, so each engine is exported once per run."""
-    return tmp_path_factory.mktemp("model_repository")
-
-
-@pytest.fixture(scope="session")
 def server(rife_v40_weights: Path, engine_repository: Path) -> Iterator[RunningServer]:
     """The default configuration on the real RIFE v4.0 weights (TorchScript on CPU)."""
     with running_server(server_settings(rife_v40_weights, engine_repository)) as running:
