@@ -76,7 +76,8 @@ RUN pip install --no-cache-dir \
         httpx==0.28.1 \
         prometheus-client==0.26.0 \
         websockets==17.4 \
-        pycocotools==2.0.11
+        pycocotools==2.0.11 \
+        av==18.1.0
 # Optional TensorRT for ONNX Runtime's TensorRT provider (the server tries it first on a GPU):
 # --build-arg WITH_TENSORRT=1, then run with VIDSERVE_PROVIDERS
 # '["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]'.
