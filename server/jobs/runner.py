@@ -200,12 +200,14 @@ async def run_segmentation(job: Job, service: SegmentationService) -> None:
                 await io.run(sink.add, frame, index_mask)
                 job.frames_done += 1
         await io.run(sink.finish)
+        core.reset()  # why: drop the memories now, not when the job record goes
     except BaseException:
+        # why no reset here: a cancelled job's frame may still be in a batch on the engine
+        # (beside other jobs' frames); the core is freed once that batch lets go of it
         await io.run(sink.abort)
         raise
     finally:
         await io.close()
-        core.reset()  # why: drop the memories now, not when the job record goes
     job.result, job.media_type = sink.path, sink.media_type
 
 

@@ -35,19 +35,14 @@ SEQ = "seq_a"
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cli_model_repository")
-
-
-@pytest.fixture(scope="module")
-def rife_server(rife_v40_weights: Path, repository: Path) -> Iterator[RunningServer]:
-    with running_server(server_settings(rife_v40_weights, repository)) as running:
+def rife_server(rife_v40_weights: Path, engine_repository: Path) -> Iterator[RunningServer]:
+    with running_server(server_settings(rife_v40_weights, engine_repository)) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def xmem_server(hashed_checkpoint: Path, repository: Path) -> Iterator[RunningServer]:
-    with running_server(xmem_settings(hashed_checkpoint, repository)) as running:
+def xmem_server(hashed_checkpoint: Path, engine_repository: Path) -> Iterator[RunningServer]:
+    with running_server(xmem_settings(hashed_checkpoint, engine_repository)) as running:
         yield running
 
 

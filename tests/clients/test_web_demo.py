@@ -69,12 +69,12 @@ def chromium() -> Path:
 
 @pytest.fixture(scope="module")
 def demo_server(
-    chromium: Path, rife_v40_weights: Path, hashed_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+    chromium: Path, rife_v40_weights: Path, hashed_checkpoint: Path, engine_repository: Path
 ) -> Iterator[RunningServer]:
     """Both tasks on one server, as the README's two-model configuration runs them."""
     settings = xmem_settings(
         hashed_checkpoint,
-        tmp_path_factory.mktemp("web_demo_repository"),
+        engine_repository,
         models=["rife-4.0", "xmem"],
         weights={"rife-4.0": rife_v40_weights, "xmem": hashed_checkpoint},
     )
