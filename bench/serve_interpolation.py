@@ -32,10 +32,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -60,6 +60,8 @@ from server.settings import Settings  # noqa: E402
 from tests.server.support import RunningServer, receive_frame_answer, running_server  # noqa: E402
 
 MODEL = "rife-4.0"
+C = TypeVar("C")  # what one session streams
+L = TypeVar("L")  # what one session's stream reports
 SECTION = "serve-interpolation"
 FORMATS = ("jpeg", "png")
 ENGINES = ("auto", "eager", "torchscript", "onnx")
@@ -315,15 +317,19 @@ async def drive(
     run never meets the server's max_sessions."""
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         sessions = [await open_session(http, output_format) for _ in clips]
-        logs, wall_s = await stream_all([stream for _, stream in sessions], clips)
+        logs, wall_s = await stream_all([stream for _, stream in sessions], clips, stream_clip)
         for url, _ in sessions:
             (await http.delete(url)).raise_for_status()
     return logs, wall_s
 
 
-async def stream_all(urls: list[str], clips: list[list[bytes]]) -> tuple[list[SessionLog], float]:
-    """Connect every socket first, then start all streams at once; the wall time runs from
-    that start to the last frame_done."""
+async def stream_all(
+    urls: list[str],
+    clips: list[C],
+    stream: Callable[[ClientConnection, C, asyncio.Event], Coroutine[Any, Any, L]],
+) -> tuple[list[L], float]:
+    """Connect every socket first, then start ``stream`` on all of them at once; the wall
+    time runs from that start to the last stream's end (both serving benchmarks use it)."""
     async with contextlib.AsyncExitStack() as stack:
         # why max_size None: a 1080p result can exceed the client's 1 MiB default
         sockets = [await stack.enter_async_context(connect(url, max_size=None)) for url in urls]
@@ -331,7 +337,7 @@ async def stream_all(urls: list[str], clips: list[list[bytes]]) -> tuple[list[Se
             await ws.recv()  # the {"type": "session"} greeting
         start = asyncio.Event()
         tasks = [
-            asyncio.create_task(stream_clip(ws, clip, start)) for ws, clip in zip(sockets, clips, strict=True)
+            asyncio.create_task(stream(ws, clip, start)) for ws, clip in zip(sockets, clips, strict=True)
         ]
         started = time.perf_counter()
         start.set()
@@ -399,10 +405,13 @@ def serve_size(
         )
 
 
-def server_settings(args: argparse.Namespace, weights: Path, repository: Path) -> Settings:
+def server_settings(
+    args: argparse.Namespace, weights: Path, repository: Path, model: str = MODEL
+) -> Settings:
+    """The server both serving benchmarks start: ``model`` alone, with the flags' settings."""
     values: dict[str, Any] = {
-        "models": [MODEL],
-        "weights": {MODEL: weights},
+        "models": [model],
+        "weights": {model: weights},
         "model_repository": repository,
         "engine": args.engine,
         "providers": split(args.providers) if args.providers else None,

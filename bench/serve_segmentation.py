@@ -64,8 +64,10 @@ from serve_interpolation import (  # noqa: E402
     pan,
     parse_with_defaults,
     repository,
+    server_settings,
+    stream_all,
 )
-from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
+from websockets.asyncio.client import ClientConnection  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from server.masks import encode_index_png  # noqa: E402
@@ -242,24 +244,6 @@ async def open_session(http: httpx.AsyncClient, processing_size: int) -> tuple[s
     return str(response.json()["url"]), str(response.json()["stream_url"])
 
 
-async def stream_all(urls: list[str], clips: list[Clip]) -> tuple[list[SessionLog], float]:
-    """Connect every socket first, then start all streams at once; the wall time runs from
-    that start to the last answer."""
-    async with contextlib.AsyncExitStack() as stack:
-        # why max_size None: results and their PNGs may exceed the client's 1 MiB default
-        sockets = [await stack.enter_async_context(connect(url, max_size=None)) for url in urls]
-        for ws in sockets:
-            await ws.recv()  # the {"type": "session"} greeting
-        start = asyncio.Event()
-        tasks = [
-            asyncio.create_task(stream_clip(ws, clip, start)) for ws, clip in zip(sockets, clips, strict=True)
-        ]
-        started = time.perf_counter()
-        start.set()
-        logs = await asyncio.gather(*tasks)
-        return list(logs), time.perf_counter() - started
-
-
 async def drive(
     server: RunningServer, clips: list[Clip], processing_size: int, *, one_at_a_time: bool
 ) -> tuple[list[SessionLog], float]:
@@ -273,10 +257,10 @@ async def drive(
         if one_at_a_time:
             logs = []
             for (_, stream), clip in zip(sessions, clips, strict=True):
-                logs += (await stream_all([stream], [clip]))[0]
+                logs += (await stream_all([stream], [clip], stream_clip))[0]
             wall_s = sum(log.stream_s for log in logs)
         else:
-            logs, wall_s = await stream_all([stream for _, stream in sessions], clips)
+            logs, wall_s = await stream_all([stream for _, stream in sessions], clips, stream_clip)
         for url, _ in sessions:
             (await http.delete(url)).raise_for_status()
     return logs, wall_s
@@ -561,29 +545,12 @@ def checkpoint(path: Path | None) -> Iterator[tuple[Path, str]]:
         )
 
 
-def server_settings(args: argparse.Namespace, weights: Path, repo: Path) -> Settings:
-    values: dict[str, Any] = {
-        "models": [MODEL],
-        "weights": {MODEL: weights},
-        "model_repository": repo,
-        "engine": args.engine,
-        "providers": split(args.providers) if args.providers else None,
-        "fp16": args.fp16,
-        "log_level": "warning",
-    }
-    if args.max_batch_size is not None:
-        values["max_batch_size"] = args.max_batch_size
-    if args.max_queue_delay_ms is not None:
-        values["max_queue_delay_ms"] = args.max_queue_delay_ms
-    return Settings(**values)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     start, load_start = time.perf_counter(), os.getloadavg()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     with checkpoint(args.weights) as (weights, described), repository(args.model_repository) as repo:
-        settings = server_settings(args, weights, repo)
+        settings = server_settings(args, weights, repo, MODEL)
         run = measure(args, settings)
         run.weights = described
     info = RunInfo(argv, time.perf_counter() - start, load_start, os.getloadavg())
