@@ -22,7 +22,7 @@ from server.engines import describe_runner, load_rife_engine, load_xmem_engine_s
 from server.jobs.store import Job, JobState, JobStore
 from server.metrics import Metrics
 from server.scheduler import SchedulerConfig
-from server.sessions import MemoryBudget, SegmentationSession, SessionState, SessionStore
+from server.sessions import MemoryBudget, SegmentationSession, SessionStore
 from server.sessions.store import Session
 from server.settings import Settings
 from server.state import ServerState
@@ -111,10 +111,13 @@ async def reap_idle_sessions(state: ServerState) -> None:
     interval = min(5.0, state.settings.session_ttl_s / 4)
     while True:
         await asyncio.sleep(interval)
-        for session_id in await state.sessions.expire_idle():
-            log.info("session %s expired", session_id)
-        for job_id in state.jobs.expire():
-            log.info("job %s: result expired and deleted", job_id)
+        try:
+            for session_id in await state.sessions.expire_idle():
+                log.info("session %s expired", session_id)
+            for job_id in state.jobs.expire():
+                log.info("job %s: result expired and deleted", job_id)
+        except Exception:  # why: one bad round must not end expiry for the process's life
+            log.exception("expiring idle sessions and old jobs failed; trying again next round")
 
 
 async def drain(state: ServerState) -> None:
@@ -129,8 +132,7 @@ async def drain(state: ServerState) -> None:
         await asyncio.sleep(0.02)
     if _in_flight(state):
         log.warning("drain timeout: %d frames still in flight are cancelled", _in_flight(state))
-    for session in state.sessions.all():
-        await state.sessions.close(session.id, SessionState.CLOSED, "closed: server shutting down")
+    await state.sessions.close_all("closed: server shutting down")
     deadline = time.monotonic() + 5
     while state.active_streams and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
@@ -148,8 +150,7 @@ async def shutdown(state: ServerState, *tasks: asyncio.Task[None]) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await state.jobs.shutdown()
-    for session in state.sessions.all():
-        await state.sessions.close(session.id, SessionState.CLOSED, "closed: server shutting down")
+    await state.sessions.close_all("closed: server shutting down")
     for rife in state.interpolation.values():
         await rife.scheduler.stop()
     for xmem in state.segmentation.values():
@@ -184,11 +185,11 @@ def _job_store(settings: Settings) -> JobStore:
 
 
 async def _job_finished(state: ServerState, job: Job) -> None:
-    """A finished job's queued rows are dropped and its memory freed."""
+    """A finished job's memory is freed and its queued rows dropped."""
+    state.budget.release(job.id)  # why first: the awaits below may be cut short
     for service in (state.interpolation.get(job.model), state.segmentation.get(job.model)):
         if service is not None:
             await service.scheduler.cancel(job.id)
-    state.budget.release(job.id)
     detail = f": {job.error}" if job.error else ""
     log.info(
         "job %s %s after %d of %d frames%s",

@@ -37,14 +37,15 @@ class MaskError(ValueError):
 # ---------------------------------------------------------------------------- inputs
 
 
-def decode_index_png(data: bytes, size: Size | None) -> np.ndarray:
+def decode_index_png(data: bytes, size: Size | None, max_pixels: int | None = None) -> np.ndarray:
     """An index PNG → mask: uint8 H×W of object ids, 0 for background.
 
     Palette ("P") PNGs give their indices and grayscale ones their values; RGB/RGBA PNGs are
     accepted only when every pixel is gray (R == G == B), since colours are ambiguous as ids.
-    Alpha is ignored. ``size`` is the expected (height, width), checked from the header.
+    Alpha is ignored. ``size`` is the expected (height, width), checked from the header;
+    without one, ``max_pixels`` bounds it before any pixel is decoded.
     """
-    image = _open_png(data, size, "mask")
+    image = _open_png(data, size, "mask", max_pixels)
     if image.mode == "P":
         return np.array(image, dtype=np.uint8)
     if image.mode in _GRAY_MODES:
@@ -56,13 +57,13 @@ def decode_index_png(data: bytes, size: Size | None) -> np.ndarray:
     raise MaskError("invalid_mask", f"mask PNG has unsupported mode {image.mode}; send a palette PNG")
 
 
-def decode_binary_png(data: bytes, size: Size | None) -> np.ndarray:
+def decode_binary_png(data: bytes, size: Size | None, max_pixels: int | None = None) -> np.ndarray:
     """One object's PNG → binary: uint8 H×W, 1 where the object is.
 
     Any mode: a nonzero value (palette index, gray level, or any of R, G, B) marks the object;
     alpha is ignored. ``size`` is the expected (height, width), checked from the header.
     """
-    image = _open_png(data, size, "binary mask")
+    image = _open_png(data, size, "binary mask", max_pixels)
     pixels = np.asarray(image)
     if image.mode in ("LA", "RGBA", "PA"):
         pixels = pixels[..., :-1]  # drop alpha
@@ -157,7 +158,7 @@ def encode_probability_png(prob: np.ndarray) -> bytes:
 # ---------------------------------------------------------------------------- PNG helpers
 
 
-def _open_png(data: bytes, size: Size | None, what: str) -> Image.Image:
+def _open_png(data: bytes, size: Size | None, what: str, max_pixels: int | None = None) -> Image.Image:
     """PNG bytes → a loaded image, its size checked from the header before any pixel is read."""
     _check_png_chunks(data, what)
     try:
@@ -166,6 +167,8 @@ def _open_png(data: bytes, size: Size | None, what: str) -> Image.Image:
             image = Image.open(io.BytesIO(data), formats=["PNG"])
             if size is not None:
                 _check_size((image.height, image.width), size, what)
+            elif max_pixels is not None:
+                check_mask_pixels((image.height, image.width), max_pixels, what)
             image.load()
     except MaskError:
         raise
@@ -176,6 +179,15 @@ def _open_png(data: bytes, size: Size | None, what: str) -> Image.Image:
     except Exception as exc:  # PIL raises many types for bad pixel data; all mean "corrupt"
         raise MaskError("invalid_mask", f"{what}: corrupt PNG ({type(exc).__name__}: {exc})") from exc
     return image
+
+
+def check_mask_pixels(size: Size, max_pixels: int, what: str) -> None:
+    """A mask for frames not seen yet: at most as large as a frame may be."""
+    if size[0] * size[1] > max_pixels:
+        raise MaskError(
+            "mask_too_large",
+            f"{what} is {size[1]}×{size[0]}, more than the {max_pixels} pixels a frame may have",
+        )
 
 
 def _check_png_chunks(data: bytes, what: str) -> None:

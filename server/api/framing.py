@@ -135,8 +135,8 @@ class FrameStream:
         self.header = None  # why: a header that fails must not leave an older one to apply
         try:
             message = json.loads(text)
-        except json.JSONDecodeError as exc:
-            await self.send_error(None, "invalid_json", f"text message is not JSON: {exc}")
+        except (json.JSONDecodeError, RecursionError) as exc:  # why Recursion: '[[[[...' nests too deep
+            await self.send_error(None, "invalid_json", f"text message is not JSON we accept: {exc}")
             return
         kind = message.get("type", "frame") if isinstance(message, dict) else None
         try:
@@ -179,10 +179,12 @@ class FrameStream:
         index, pts = self.next_frame()
         logs.frame_index.set(index)
         if not self.state.accepting:
-            await self.fail(
-                index, "shutting_down", "the server is shutting down; the frame was not run", "cancelled"
-            )
-            core.in_flight -= 1
+            try:
+                await self.fail(
+                    index, "shutting_down", "the server is shutting down; the frame was not run", "cancelled"
+                )
+            finally:  # why: a socket already gone must not leave the frame counted as in flight
+                core.in_flight -= 1
             return True
         try:
             self.check_order(index)

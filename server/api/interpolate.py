@@ -34,7 +34,7 @@ def parse_timesteps(values: list[str] | None, factor: int | None) -> list[float]
         try:
             parsed = json.loads(text) if text.startswith("[") else [float(t) for t in text.split(",")]
             timesteps.extend(float(t) for t in parsed)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             raise InterpolationInputError(f"timesteps must be numbers in (0, 1), got {value!r}") from exc
     check_timesteps(timesteps)
     return timesteps
@@ -72,7 +72,7 @@ async def interpolate(
     frame0: Annotated[UploadFile, File(description="earlier frame: PNG, JPEG or WebP")],
     frame1: Annotated[UploadFile, File(description="later frame, same size")],
     timesteps: Annotated[list[str] | None, Form(description="positions in (0, 1)")] = None,
-    factor: Annotated[int | None, Form(description="N× frame rate: timesteps i/N")] = None,
+    factor: Annotated[int | None, Form(ge=2, le=64, description="N× frame rate: timesteps i/N")] = None,
     scale: Annotated[float, Form(description="flow scale: 1.0 up to 1080p, 0.5 for 4K")] = 1.0,
     model: Annotated[str | None, Form(description="served model (default: the first)")] = None,
     output_format: Annotated[ImageFormat, Form(description="png, jpeg or webp")] = "png",

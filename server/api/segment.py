@@ -61,7 +61,9 @@ def queued(session: SegmentationSession, control: str) -> dict[str, object]:
 @router.post("/mask", status_code=202, summary="Give, add or correct masks on the next frame")
 async def give_mask(session_id: str, body: MaskRequest, state: State) -> dict[str, object]:
     session = segmentation_session(state, session_id)
-    mask, ids = await asyncio.to_thread(decode_mask, body.mask, session.size)
+    mask, ids = await asyncio.to_thread(
+        decode_mask, body.mask, session.size, state.settings.max_pixels, session.max_objects
+    )
     queue_mask(session, mask, body.objects if body.objects is not None else ids)
     return queued(session, "mask")
 
@@ -99,7 +101,8 @@ async def step_frame(
         with state.announce(session.model, session.id):
             data = await read_upload(state, image, "image")
             pixels = await asyncio.to_thread(decode_image, data, state.settings.max_pixels)
-            given = await _given_mask(state, mask, rle, objects, (pixels.shape[0], pixels.shape[1]))
+            size = (pixels.shape[0], pixels.shape[1])
+            given = await _given_mask(state, session, mask, rle, objects, size)
             result = await run_frame(state, session, pixels, given)
     except Exception:
         session.core.frames_failed += 1  # why: the error answers this frame; it is not dropped
@@ -111,7 +114,12 @@ async def step_frame(
 
 
 async def _given_mask(
-    state: ServerState, mask: UploadFile | None, rle: str | None, objects: str | None, size: tuple[int, int]
+    state: ServerState,
+    session: SegmentationSession,
+    mask: UploadFile | None,
+    rle: str | None,
+    objects: str | None,
+    size: tuple[int, int],
 ) -> PendingMask | None:
     ids = _parse_ids(objects)
     if mask is not None and rle is not None:
@@ -123,11 +131,13 @@ async def _given_mask(
     if rle is not None:
         try:
             spec = RleMask(format="rle", objects=json.loads(rle))
-        except (json.JSONDecodeError, ValidationError) as exc:
+        except (json.JSONDecodeError, ValidationError, RecursionError) as exc:  # why: deep nesting
             raise ApiError(
                 422, "invalid_rle", f"rle must be a JSON object of COCO RLEs by id: {exc}"
             ) from exc
-        index_mask, rle_ids = await asyncio.to_thread(decode_mask, spec, size)
+        index_mask, rle_ids = await asyncio.to_thread(
+            decode_mask, spec, size, state.settings.max_pixels, session.max_objects
+        )
         return PendingMask(index_mask, ids if ids is not None else rle_ids)
     if ids is not None:
         raise ApiError(422, "invalid_argument", "objects needs a mask or rle")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.xmem.inference_core import SegmentationInputError
 from server.masks import (
     MaskError,
+    check_mask_pixels,
     decode_binary_png,
     decode_index_png,
     decode_rle,
@@ -73,19 +74,32 @@ def _object_id(key: str) -> int:
 
 
 def decode_mask(
-    spec: IndexPngMask | RleMask | BinaryPngMask, size: tuple[int, int] | None
+    spec: IndexPngMask | RleMask | BinaryPngMask,
+    size: tuple[int, int] | None,
+    max_pixels: int,
+    max_objects: int,
 ) -> tuple[np.ndarray, list[int] | None]:
-    """A wire mask → (uint8 H×W ids, the ids it sets: None for "every id present")."""
+    """A wire mask → (uint8 H×W ids, the ids it sets: None for "every id present").
+
+    ``size``: the session's frame size; before its first frame (None) the mask's own size
+    is trusted only up to ``max_pixels``, so a small message cannot ask for a huge array; and
+    no more objects than the session tracks are decoded."""
     if isinstance(spec, IndexPngMask):
-        return decode_index_png(_b64(spec.data, "mask data"), size), None
+        return decode_index_png(_b64(spec.data, "mask data"), size, max_pixels), None
+    if len(spec.objects) > max_objects:
+        raise MaskError(
+            "too_many_objects",
+            f"the mask names {len(spec.objects)} objects; the session tracks at most {max_objects}",
+        )
     if isinstance(spec, RleMask):
         masks = {}
         for key, rle in spec.objects.items():
-            rle_size = size or _declared_size(rle)
+            rle_size = size or _declared_size(rle, max_pixels)
             masks[_object_id(key)] = decode_rle(rle, rle_size)
     else:
         masks = {
-            _object_id(k): decode_binary_png(_b64(v, f"object {k}"), size) for k, v in spec.objects.items()
+            _object_id(k): decode_binary_png(_b64(v, f"object {k}"), size, max_pixels)
+            for k, v in spec.objects.items()
         }
     if not masks:
         raise MaskError("invalid_mask", "the mask names no objects")
@@ -93,10 +107,11 @@ def decode_mask(
     return merge_objects(masks, (int(shape[0]), int(shape[1]))), sorted(masks)
 
 
-def _declared_size(rle: dict[str, Any]) -> tuple[int, int]:
+def _declared_size(rle: dict[str, Any], max_pixels: int) -> tuple[int, int]:
     size = rle.get("size")
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
         raise MaskError("invalid_rle", f"RLE size must be [height, width], got {size!r}")
+    check_mask_pixels((int(size[0]), int(size[1])), max_pixels, "the RLE mask")
     return int(size[0]), int(size[1])
 
 
@@ -181,8 +196,11 @@ async def run_frame(
             )
         reserve_for_size(state, session, pixels.shape[0], pixels.shape[1])
         apply_controls(session)
+        queued = session.pending_mask
         before = (session.xmem.state.memory.consolidations, session.xmem.state.memory.long_term_removals)
-        service = state.segmentation_service(session.model)
+        # why not segmentation_service(): it refuses new work during a drain, and this frame
+        # was admitted before it; in-flight frames finish
+        service = state.segmentation[session.model]
         result = await service.step(
             session.id,
             session.xmem,
@@ -191,7 +209,8 @@ async def run_frame(
             mask.objects if mask else None,
             session.processing_size,
         )
-        session.pending_mask = None
+        if session.pending_mask is queued:  # why: a mask queued while this frame ran is kept
+            session.pending_mask = None
         session.size = (pixels.shape[0], pixels.shape[1])
         memory = session.xmem.state.memory
         state.metrics.consolidations.inc(memory.consolidations - before[0])

@@ -69,7 +69,9 @@ class SegmentationStream(FrameStream):
         control = CONTROL.validate_python(message)
         session = self.segmentation
         if isinstance(control, MaskControl):
-            mask, ids = await asyncio.to_thread(decode_mask, control.mask, session.size)
+            mask, ids = await asyncio.to_thread(
+                decode_mask, control.mask, session.size, self.state.settings.max_pixels, session.max_objects
+            )
             queue_mask(session, mask, control.objects if control.objects is not None else ids)
         elif isinstance(control, RemoveObject):
             queue_removal(session, control.object_id)
@@ -84,7 +86,13 @@ class SegmentationStream(FrameStream):
         pixels = await asyncio.to_thread(decode_image, data, self.state.settings.max_pixels)
         given = None
         if isinstance(header, SegmentFrameHeader) and header.mask is not None:
-            mask, ids = await asyncio.to_thread(decode_mask, header.mask, pixels.shape[:2])
+            mask, ids = await asyncio.to_thread(
+                decode_mask,
+                header.mask,
+                pixels.shape[:2],
+                self.state.settings.max_pixels,
+                session.max_objects,
+            )
             given = PendingMask(mask, header.objects if header.objects is not None else ids)
         result = await run_frame(self.state, session, pixels, given)
         message, binaries = await encode_answer_async(session, index, result, started)

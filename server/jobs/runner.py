@@ -56,6 +56,10 @@ class TooManyFrames(RuntimeError):
     """The video has more frames than its container said and the job limit allows."""
 
 
+class NoFrames(RuntimeError):
+    """The video's stream held no decodable frame, or none from the mask's frame on."""
+
+
 async def frames_of(job: Job, io: JobIO) -> AsyncGenerator[DecodedFrame, None]:
     """Yield the upload's decoded frames; more than ``job.frame_limit`` fails the job
     rather than cutting the result short."""
@@ -67,6 +71,8 @@ async def frames_of(job: Job, io: JobIO) -> AsyncGenerator[DecodedFrame, None]:
                     f"the video has more than {job.frame_limit} frames (VIDSERVE_MAX_JOB_FRAMES)"
                 )
             yield frame
+        if job.frames_done == 0:
+            raise NoFrames("the video decoded to no frames")
         job.frames_total = job.frames_done  # why: the container's count was an estimate
     finally:
         await io.run(_close, frames)
@@ -199,6 +205,8 @@ async def run_segmentation(job: Job, service: SegmentationService) -> None:
                 index_mask = await _segment(job, service, core, frame, mask, params)
                 await io.run(sink.add, frame, index_mask)
                 job.frames_done += 1
+        if job.frames_done <= params.mask_frame:  # why: containers like MKV declare no count
+            raise NoFrames(f"mask_frame {params.mask_frame} is past the video's {job.frames_done} frames")
         await io.run(sink.finish)
         core.reset()  # why: drop the memories now, not when the job record goes
     except BaseException:

@@ -197,7 +197,9 @@ class JobStore:
     async def cancel(self, job_id: str, reason: str = "cancelled by the client") -> Job:
         """Stop a queued or running job; its files go at once."""
         job = self.get(job_id)
-        if job.runner is not None and not job.runner.done():
+        # why is_finished too: a job in its finish callbacks is over; cancelling those would
+        # skip the release of its memory
+        if job.runner is not None and not job.runner.done() and not job.is_finished:
             job.error = reason
             job.runner.cancel()
             await asyncio.gather(job.runner, return_exceptions=True)

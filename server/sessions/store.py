@@ -153,7 +153,18 @@ class SessionStore:
 
     async def expire_idle(self) -> list[str]:
         """Close every session idle for longer than the TTL; returns their ids."""
-        idle = [s.id for s in self._open.values() if s.core.idle_for() > self.ttl_s and s.core.in_flight == 0]
-        for session_id in idle:
-            await self.close(session_id, SessionState.EXPIRED, f"idle for more than {self.ttl_s:g} s")
-        return idle
+        expired = []
+        for session in list(self._open.values()):
+            # why checked again for each: closing one awaits its hooks, meanwhile another may
+            # have been deleted by its client or have received a frame
+            is_idle = session.core.idle_for() > self.ttl_s and session.core.in_flight == 0
+            if session.id in self._open and is_idle:
+                await self.close(session.id, SessionState.EXPIRED, f"idle for more than {self.ttl_s:g} s")
+                expired.append(session.id)
+        return expired
+
+    async def close_all(self, reason: str) -> None:
+        """Close every open session (drain, shutdown); one closed meanwhile is skipped."""
+        for session in list(self._open.values()):
+            if session.id in self._open:
+                await self.close(session.id, SessionState.CLOSED, reason)
