@@ -1,9 +1,13 @@
-"""Fixtures shared by the whole suite: the conformance data and the real RIFE v4.0 weights."""
+"""Fixtures shared by the whole suite: the conformance data, the real RIFE v4.0 weights, the
+hashed XMem checkpoint, and one engine repository."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,3 +35,28 @@ def rife_v40_weights() -> Path:
 def engine_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One model repository for every test server, so each engine is exported once per run."""
     return tmp_path_factory.mktemp("model_repository")
+
+
+@pytest.fixture(scope="session")
+def xmem_vectors(conformance_dir: Path) -> Any:
+    """The XMem reference outputs (frames, masks, probabilities) of ``shared/conformance``."""
+    return np.load(conformance_dir / "xmem" / "xmem_vectors.npz")
+
+
+@pytest.fixture(scope="session")
+def xmem_spec(conformance_dir: Path) -> dict[str, Any]:
+    """What the XMem reference streams did: config, prompts, memory sizes."""
+    return dict(json.loads((conformance_dir / "xmem" / "xmem_vectors.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def hashed_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The conformance recipe's weights as a checkpoint file, given to servers as the "xmem"
+    model's explicit weights (VIDSERVE_WEIGHTS): no test-only path in the server."""
+    import torch
+
+    from tests.models.xmem_support import hashed_xmem
+
+    path = tmp_path_factory.mktemp("weights") / "xmem-hashed.pth"
+    torch.save(hashed_xmem().state_dict(), path)
+    return path

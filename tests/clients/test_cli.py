@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
@@ -26,10 +27,16 @@ from models.images import read_index_mask, write_index_png
 from models.video import overlay, probe, read_frames
 from tests.conftest import REPO_ROOT
 from tests.models.test_video import audio_packets, close, make_video
-from tests.server.support import RunningServer, free_port, panning_frames, running_server, server_settings
-from tests.server.test_segmentation import hashed_checkpoint, vectors, xmem_settings
-
-__all__ = ["hashed_checkpoint", "vectors"]  # fixtures, imported for pytest to find
+from tests.server.support import (
+    RunningServer,
+    decode,
+    free_port,
+    panning_frames,
+    png,
+    running_server,
+    server_settings,
+)
+from tests.server.test_segmentation import xmem_settings
 
 SEQ = "seq_a"
 
@@ -77,7 +84,11 @@ def test_interpolate_doubles_the_frame_rate(rife_server: RunningServer, tmp_path
     originals = list(read_frames(video))
     for index, original in enumerate(originals):
         assert close(frames[2 * index].rgb, original.rgb)
-    assert not close(frames[1].rgb, frames[0].rgb, tolerance=0.5)  # an in-between, not a copy
+    # the in-between is RIFE's frame for the pair, as one REST call gives it (up to the codec)
+    pair = {"frame0": png(originals[0].rgb), "frame1": png(originals[1].rgb)}
+    middle = decode(httpx.post(f"{rife_server.url}/v1/interpolate", files=pair, timeout=60).content)
+    assert close(frames[1].rgb, middle) and not close(frames[1].rgb, frames[0].rgb, tolerance=0.5)
+    assert audio_packets(video), "the test clip has no audio to copy"
     assert audio_packets(out) == audio_packets(video)
     assert leftovers(tmp_path) == []
 
@@ -176,10 +187,10 @@ def wait_for_progress(fd: int, timeout: float) -> int:
 
 
 @pytest.fixture()
-def seq_video(tmp_path: Path, vectors: Any) -> tuple[Path, np.ndarray, np.ndarray]:
+def seq_video(tmp_path: Path, xmem_vectors: Any) -> tuple[Path, np.ndarray, np.ndarray]:
     """seq_a's first 10 frames as a (near-lossless) video with audio, and its masks on
     frame 0 (objects 1, 2) and frame 6 (object 3, where the recipe adds it)."""
-    frames, masks = vectors[f"{SEQ}/frames_u8"][:10], vectors[f"{SEQ}/masks_u8"]
+    frames, masks = xmem_vectors[f"{SEQ}/frames_u8"][:10], xmem_vectors[f"{SEQ}/masks_u8"]
     video = tmp_path / "seq.mp4"
     make_video(video, list(frames), fps=10)
     first = np.where(np.isin(masks[0], [1, 2]), masks[0], 0).astype(np.uint8)
@@ -189,7 +200,6 @@ def seq_video(tmp_path: Path, vectors: Any) -> tuple[Path, np.ndarray, np.ndarra
     return video, first, third
 
 
-# why: pycocotools' decode trips a numpy 2 deprecation inside the library
 def test_segment_into_a_folder(
     xmem_server: RunningServer, tmp_path: Path, seq_video: tuple[Path, np.ndarray, np.ndarray]
 ) -> None:
@@ -237,6 +247,7 @@ def test_segment_into_an_overlay_video(
     assert (info.fps, info.frames, info.width, info.height) == (source.fps, 10, 96, 64)
     frames = list(read_frames(out))
     assert [f.time_s for f in frames] == [f.time_s for f in read_frames(video)]
+    assert audio_packets(video), "the test clip has no audio to copy"
     assert audio_packets(out) == audio_packets(video)
     # frame 0 shows its given mask drawn: inside the objects, much nearer the overlay than the
     # plain frame (yuv420p blurs colour edges, so not equal); outside, the frame unchanged

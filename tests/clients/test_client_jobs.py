@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import json
 import zipfile
@@ -10,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from clients import AsyncClient, Client, InvalidRequest, Job, NotFound
 from models.video import probe
 from tests.server.support import RunningServer, panning_frames
 from tests.server.test_jobs import FPS, SIZE, cut_video, jobs_server, no_jobs_left, write_video
-from tests.server.test_segmentation import hashed_checkpoint
 
-__all__ = ["hashed_checkpoint", "jobs_server", "no_jobs_left"]  # fixtures, imported for pytest to find
+__all__ = ["jobs_server", "no_jobs_left"]  # fixtures, imported for pytest to find
 
 
 def test_interpolation_job_from_submit_to_download(jobs_server: RunningServer, tmp_path: Path) -> None:
@@ -32,7 +33,7 @@ def test_interpolation_job_from_submit_to_download(jobs_server: RunningServer, t
         assert done.state == "done" and done.frames_done == 8 and done.result_url
         out = client.download_job(job.id, tmp_path / "smooth.mp4")
         info = probe(out)
-        assert info.fps == 2 * FPS and info.has_audio
+        assert info.fps == 2 * FPS and info.has_audio and info.frames == 16
         assert not list(tmp_path.glob(".*partial")), "the download left a partial file"
         assert client.cancel_job(job.id).state == "done"  # deleting a finished job forgets it
         with pytest.raises(NotFound):
@@ -56,6 +57,8 @@ def test_segmentation_job_with_the_async_client(jobs_server: RunningServer, tmp_
     document = json.loads(archive.read("masks.json"))
     assert document["objects"] == [3] and len(document["frames"]) == 6
     assert sorted(n for n in archive.namelist() if n.endswith(".png")) == [f"{i:05d}.png" for i in range(6)]
+    first = np.asarray(Image.open(io.BytesIO(archive.read("00000.png"))))
+    np.testing.assert_array_equal(first, mask)  # the given frame's mask comes back as given
 
 
 def test_job_errors_are_typed(jobs_server: RunningServer, tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from clients import (
     InterpolationStream,
     NotFound,
     Overloaded,
+    Session,
     StreamClosed,
     StreamNotFound,
 )
@@ -46,16 +47,15 @@ from tests.server.support import (
     server_settings,
 )
 from tests.server.test_drain import wait_ready
-from tests.server.test_segmentation import hashed_checkpoint, session_body, spec, vectors, xmem_settings
-
-__all__ = ["hashed_checkpoint", "spec", "vectors"]  # fixtures, imported for pytest to find
+from tests.server.test_segmentation import session_body, xmem_settings
 
 SEQ = "seq_a"
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("client_model_repository")
+def repository(engine_repository: Path) -> Path:
+    """The suite's engine repository: engines exported once serve these servers too."""
+    return engine_repository
 
 
 @pytest.fixture(scope="module")
@@ -198,14 +198,21 @@ def test_too_many_sessions_is_retried_until_one_closes(rife_server: RunningServe
             impatient.create_interpolation_session()
         assert refused.value.status == 429 and refused.value.code == "too_many_sessions"
 
-        closer = threading.Timer(0.3, first.delete)
-        closer.start()
-        started = time.monotonic()
-        second = patient.create_interpolation_session()  # 429, waits Retry-After (1 s), then 201
-        closer.join()
-        assert time.monotonic() - started >= 0.9
-        assert second.info()["state"] == "open"
-        second.delete()
+        labels = {"task": "sessions", "outcome": "overloaded"}
+        refusals = rife_server.metric("vidserve_requests_total", **labels)
+        created: list[Session] = []
+        waiting = threading.Thread(target=lambda: created.append(patient.create_interpolation_session()))
+        waiting.start()  # 429 first, then it waits Retry-After and asks again
+        deadline = time.monotonic() + 30
+        while (
+            rife_server.metric("vidserve_requests_total", task="sessions", outcome="overloaded") == refusals
+        ):
+            assert time.monotonic() < deadline, "the patient client was never refused"
+            time.sleep(0.02)
+        first.delete()
+        waiting.join(timeout=60)
+        assert created and created[0].info()["state"] == "open"
+        created[0].delete()
 
 
 def test_overloaded_stream_reconnects_and_resends(rife_v40_weights: Path, repository: Path) -> None:
@@ -237,29 +244,31 @@ def test_overloaded_stream_reconnects_and_resends(rife_v40_weights: Path, reposi
 # --- segmentation -------------------------------------------------------------------------
 
 
-def segmentation_options(spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    body = session_body(spec, **extra)
+def segmentation_options(xmem_spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    body = session_body(xmem_spec, **extra)
     del body["task"]
     return body
 
 
-def first_mask(vectors: Any, ids: list[int]) -> np.ndarray:
-    mask = vectors[f"{SEQ}/masks_u8"][0]
+def first_mask(xmem_vectors: Any, ids: list[int]) -> np.ndarray:
+    mask = xmem_vectors[f"{SEQ}/masks_u8"][0]
     return np.where(np.isin(mask, ids), mask, 0).astype(np.uint8)
 
 
-def test_segmentation_stream(xmem_server: RunningServer, vectors: Any, spec: dict[str, Any]) -> None:
-    frames = vectors[f"{SEQ}/frames_u8"]
+def test_segmentation_stream(
+    xmem_server: RunningServer, xmem_vectors: Any, xmem_spec: dict[str, Any]
+) -> None:
+    frames = xmem_vectors[f"{SEQ}/frames_u8"]
     height, width = frames.shape[1:3]
     with Client(xmem_server.url, timeout=120) as client:
-        session = client.create_segmentation_session(**segmentation_options(spec, probabilities=True))
+        session = client.create_segmentation_session(**segmentation_options(xmem_spec, probabilities=True))
         try:
             with session.stream() as stream:
                 with pytest.raises(FrameRejected) as early:
                     stream.send(frames[0])  # no mask yet
                 assert early.value.code == "invalid_argument" and early.value.frame_index == 0
 
-                results = list(stream.stream(frames[1:4], first_mask=first_mask(vectors, [1, 2])))
+                results = list(stream.stream(frames[1:4], first_mask=first_mask(xmem_vectors, [1, 2])))
                 for result in results:
                     assert result.mask is not None and result.mask.shape == (height, width)
                     assert result.mask.dtype == np.uint8 and set(np.unique(result.mask)) <= {0, 1, 2}
@@ -275,7 +284,7 @@ def test_segmentation_stream(xmem_server: RunningServer, vectors: Any, spec: dic
                     stream.remove_object(9)
                 assert unknown.value.code == "invalid_argument" and unknown.value.frame_index is None
 
-                stream.give_mask(first_mask(vectors, [2]), objects=[2])
+                stream.give_mask(first_mask(xmem_vectors, [2]), objects=[2])
                 assert stream.send(frames[5]).tracked == [1, 2]
                 stream.reset()
                 with pytest.raises(FrameRejected):
@@ -285,17 +294,19 @@ def test_segmentation_stream(xmem_server: RunningServer, vectors: Any, spec: dic
 
 
 def test_segmentation_rle_and_index_png(
-    xmem_server: RunningServer, vectors: Any, spec: dict[str, Any]
+    xmem_server: RunningServer, xmem_vectors: Any, xmem_spec: dict[str, Any]
 ) -> None:
     """Our palette PNG is the server's index PNG; RLE sessions leave RLEs as dicts."""
-    mask = first_mask(vectors, [1, 2])
+    mask = first_mask(xmem_vectors, [1, 2])
 
     assert np.array_equal(decode_index(client_png(mask)), decode_index(encode_index_png(mask)))
-    frames = vectors[f"{SEQ}/frames_u8"]
+    frames = xmem_vectors[f"{SEQ}/frames_u8"]
 
     async def run() -> Any:
         async with AsyncClient(xmem_server.url, timeout=120) as aio:
-            session = await aio.create_segmentation_session(**segmentation_options(spec, output_format="rle"))
+            session = await aio.create_segmentation_session(
+                **segmentation_options(xmem_spec, output_format="rle")
+            )
             try:
                 async with session.stream() as stream:
                     return await stream.send(frames[0], mask=mask)
@@ -337,21 +348,25 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def test_segmentation_resumes_after_a_server_restart(
-    hashed_checkpoint: Path, repository: Path, xmem_server: RunningServer, vectors: Any, spec: dict[str, Any]
+    hashed_checkpoint: Path,
+    repository: Path,
+    xmem_server: RunningServer,
+    xmem_vectors: Any,
+    xmem_spec: dict[str, Any],
 ) -> None:
     """The server restarts mid-stream and forgets the session: with ``resume=True`` the client
     creates a new one with the same settings, primes it with the last frame and its mask, and
     the next frame is answered with the same objects tracked."""
-    frames = vectors[f"{SEQ}/frames_u8"]
+    frames = xmem_vectors[f"{SEQ}/frames_u8"]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = start_xmem_server(hashed_checkpoint, repository, port)
     try:
         wait_ready(url, process)
         with Client(url, timeout=120, backoff=0.05) as client:
-            session = client.create_segmentation_session(**segmentation_options(spec))
+            session = client.create_segmentation_session(**segmentation_options(xmem_spec))
             with session.stream(resume=True) as stream:
-                before = list(stream.stream(frames[:3], first_mask=first_mask(vectors, [1, 2])))
+                before = list(stream.stream(frames[:3], first_mask=first_mask(xmem_vectors, [1, 2])))
                 first_id = stream.session_id
                 stop(process)
                 process = start_xmem_server(hashed_checkpoint, repository, port)

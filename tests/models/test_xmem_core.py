@@ -3,8 +3,6 @@ and memory that stays bounded over thousands of frames with objects coming and g
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,23 +19,13 @@ from tests.models.xmem_support import xmem_engine_params, xmem_engines
 STREAM_TOLERANCE = 1e-3
 
 
-@pytest.fixture(scope="module")
-def vectors(conformance_dir: Path) -> Any:
-    return np.load(conformance_dir / "xmem" / "xmem_vectors.npz")
-
-
-@pytest.fixture(scope="module")
-def spec(conformance_dir: Path) -> dict[str, Any]:
-    return dict(json.loads((conformance_dir / "xmem" / "xmem_vectors.json").read_text()))
-
-
-def _run_stream(core: InferenceCore, vectors: Any, name: str, info: dict[str, Any]) -> list[str]:
-    frames, masks = vectors[f"{name}/frames_u8"], vectors[f"{name}/masks_u8"]
+def _run_stream(core: InferenceCore, xmem_vectors: Any, name: str, info: dict[str, Any]) -> list[str]:
+    frames, masks = xmem_vectors[f"{name}/frames_u8"], xmem_vectors[f"{name}/masks_u8"]
     failures = []
     for t in range(info["frames"]):
         prompt = info["prompts"].get(str(t))
         result = core.step(frames[t], masks[t], objects=prompt) if prompt else core.step(frames[t])
-        expected = vectors[f"{name}/prob_{t:03d}"]
+        expected = xmem_vectors[f"{name}/prob_{t:03d}"]
         if result.prob.shape != expected.shape:
             failures.append(f"{name} frame {t}: shape {tuple(result.prob.shape)} != {expected.shape}")
             continue
@@ -52,14 +40,14 @@ def _run_stream(core: InferenceCore, vectors: Any, name: str, info: dict[str, An
 def test_stream_conformance(
     engine: EngineKind,
     name: str,
-    vectors: Any,
-    spec: dict[str, Any],
+    xmem_vectors: Any,
+    xmem_spec: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     engines = xmem_engines(engine, tmp_path_factory)
-    info = spec["sequences"][name]
-    core = InferenceCore(engines, XMemConfig.from_dict(spec["config"]))
-    failures = _run_stream(core, vectors, name, info)
+    info = xmem_spec["sequences"][name]
+    core = InferenceCore(engines, XMemConfig.from_dict(xmem_spec["config"]))
+    failures = _run_stream(core, xmem_vectors, name, info)
     assert not failures, "; ".join(failures[:8])
     memory = core.state.memory
     assert memory.work.size == info["final_work_mem_elements"]

@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,3 +141,13 @@ async def receive_frame_answer(ws: Any) -> tuple[list[tuple[dict[str, Any], byte
             results.append((message, data))
         elif message["type"] in ("frame_done", "error"):
             return results, message
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30) -> None:
+    """Poll ``check`` until it is true; fail naming ``what`` after ``timeout`` seconds, so a
+    missed moment fails the test instead of hanging the suite."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not seen within {timeout} s: {what}")
+        await asyncio.sleep(0.02)

@@ -52,7 +52,9 @@ def assert_error(response: httpx.Response, status: int, code: str) -> str:
         (png(GOOD[0]), {"timesteps": "0.5,1.0"}, 422, "invalid_argument"),
         (png(GOOD[0]), {"timesteps": "0"}, 422, "invalid_argument"),
         (png(GOOD[0]), {"timesteps": "half"}, 422, "invalid_argument"),
-        (png(GOOD[0]), {"factor": "1"}, 422, "invalid_argument"),
+        (png(GOOD[0]), {"factor": "1"}, 422, "invalid_request"),
+        (png(GOOD[0]), {"factor": str(10**9)}, 422, "invalid_request"),  # never builds 10⁹ timesteps
+        (png(GOOD[0]), {"timesteps": "[" * 100_000}, 422, "invalid_argument"),  # nests past recursion
         (png(GOOD[0]), {"factor": "2", "timesteps": "0.5"}, 422, "invalid_argument"),
         (png(GOOD[0]), {"scale": "3"}, 422, "invalid_argument"),
         (png(GOOD[0]), {"model": "rife-9.9"}, 404, "unknown_model"),
@@ -123,7 +125,9 @@ def test_unknown_session(server: RunningServer) -> None:
 
 def test_expired_session(rife_v40_weights: Path, engine_repository: Path) -> None:
     """Idle past the TTL: the session is gone (410, close 4410) and its state freed."""
-    with running_server(server_settings(rife_v40_weights, engine_repository, session_ttl_s=0.4)) as short:
+    # why 2 s: long enough that creating, connecting and one frame fit inside it on a loaded
+    # 2-core machine, short enough for the suite
+    with running_server(server_settings(rife_v40_weights, engine_repository, session_ttl_s=2.0)) as short:
         session = httpx.post(f"{short.url}/v1/sessions", json={"task": "interpolate"}).json()
 
         async def idle_stream() -> tuple[int, str]:
@@ -132,7 +136,7 @@ def test_expired_session(rife_v40_weights: Path, engine_repository: Path) -> Non
                 await ws.send(png(GOOD[0]))
                 await receive_frame_answer(ws)
                 with pytest.raises(ConnectionClosed) as closed:
-                    await asyncio.wait_for(ws.recv(), 10)
+                    await asyncio.wait_for(ws.recv(), 30)
             assert closed.value.rcvd is not None
             return closed.value.rcvd.code, closed.value.rcvd.reason
 
@@ -172,6 +176,7 @@ def test_a_session_survives_bad_frames(server: RunningServer) -> None:
         b"\x89PNG\r\n\x1a\n broken",  # frame 1: a corrupt PNG
         small.getvalue(),  # frame 2: another size
         "{not json",  # no frame: a text message that is not JSON
+        "[" * 100_000,  # no frame: JSON nested deeper than the parser recurses
         json.dumps({"type": "frame", "frame_index": "x"}),  # a header with a bad field
         json.dumps({"type": "subscribe"}),  # an unknown message type
         json.dumps({"frame_index": 9, "pts": float("nan")}),  # NaN is no time
@@ -179,12 +184,13 @@ def test_a_session_survives_bad_frames(server: RunningServer) -> None:
         png(GOOD[1]),
         png(GOOD[2]),  # frame 3: pairs with frame 0, the last good one
     ]
-    answers = asyncio.run(stream_messages(session["stream_url"], messages, answered={3, 4, 5, 6}))
+    answers = asyncio.run(stream_messages(session["stream_url"], messages, answered={3, 4, 5, 6, 7}))
     codes = [(done["type"], done.get("code"), done["frame_index"]) for _, done in answers]
     assert codes == [
         ("frame_done", None, 0),
         ("error", "invalid_image", 1),
         ("error", "size_mismatch", 2),
+        ("error", "invalid_json", None),
         ("error", "invalid_json", None),
         ("error", "invalid_message", None),
         ("error", "invalid_message", None),

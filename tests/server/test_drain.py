@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -20,10 +20,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import REPO_ROOT
-from tests.server.support import free_port, panning_frames, png, receive_frame_answer
+from tests.server.support import eventually, free_port, panning_frames, png, receive_frame_answer
 
 
-def start_server(weights: Path, repository: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(weights: Path, repository: Path, port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """``python -m server``, its log lines into ``log`` (a file: a pipe nobody reads while the
+    test runs would fill and block the server)."""
     env = {
         **os.environ,
         "VIDSERVE_PORT": str(port),
@@ -33,7 +35,7 @@ def start_server(weights: Path, repository: Path, port: int) -> subprocess.Popen
         "VIDSERVE_MAX_QUEUE_DELAY_MS": "1500",  # why: holds the frame in flight while we signal
         "VIDSERVE_LOG_FORMAT": "json",
     }
-    return subprocess.Popen([sys.executable, "-m", "server"], cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-m", "server"], cwd=REPO_ROOT, env=env, stderr=log)
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -49,10 +51,12 @@ def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     raise TimeoutError("server not ready")
 
 
-def test_sigterm_drains_a_stream(rife_v40_weights: Path, engine_repository: Path) -> None:
+def test_sigterm_drains_a_stream(rife_v40_weights: Path, engine_repository: Path, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start_server(rife_v40_weights, engine_repository, port)
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        process = start_server(rife_v40_weights, engine_repository, port, log)
     try:
         wait_ready(url, process)
         answers, code, ready = asyncio.run(stream_and_stop(url, process))
@@ -60,7 +64,7 @@ def test_sigterm_drains_a_stream(rife_v40_weights: Path, engine_repository: Path
     finally:
         if process.poll() is None:
             process.kill()
-    logs = process.stderr.read().decode() if process.stderr else ""
+    logs = log_path.read_text()
     first, in_flight, late = answers
     assert first[1]["type"] == "frame_done"
     assert in_flight[1] == {**in_flight[1], "type": "frame_done", "frame_index": 1, "results": 1}
@@ -86,8 +90,11 @@ async def stream_and_stop(
             answers = [await receive_frame_answer(ws)]
             await ws.send(png(frames[1]))
             await ws.send(png(frames[2]))
-            while (await client.get(f"{url}/v1/sessions/{session['id']}")).json()["in_flight"] < 1:
-                await asyncio.sleep(0.02)
+
+            async def is_in_flight() -> bool:
+                return bool((await client.get(f"{url}/v1/sessions/{session['id']}")).json()["in_flight"] >= 1)
+
+            await eventually(is_in_flight, "frame 1 in flight")
             process.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.2)
             readyz = await client.get(f"{url}/readyz")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -82,10 +83,11 @@ def test_not_ready_until_engines_load(tmp_path: Path) -> None:
         models=["rife-4.0"], weights={"rife-4.0": tmp_path / "missing.pkl"}, model_repository=tmp_path
     )
     with running_server(settings, wait_ready=False) as broken:
-        for _ in range(100):
-            ready = httpx.get(f"{broken.url}/readyz")
-            if ready.json()["error"]:
-                break
+        deadline = time.monotonic() + 60
+        while (
+            not (ready := httpx.get(f"{broken.url}/readyz")).json()["error"] and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
         assert ready.status_code == 503 and "missing.pkl" in ready.json()["error"]
         response = httpx.post(f"{broken.url}/v1/sessions", json={"task": "interpolate"})
         assert response.status_code == 503 and response.json()["error"]["code"] == "not_ready"
