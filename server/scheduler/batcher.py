@@ -133,6 +133,7 @@ class Scheduler(Generic[P, R]):
         self._expected: set[str] = set()
         # when the engine last finished a batch: sessions it answered come back about now
         self._free_since = time.monotonic()
+        self._busy = False  # a batch is on the engine now
 
     # --- the submitting side ----------------------------------------------------------------
 
@@ -198,7 +199,8 @@ class Scheduler(Generic[P, R]):
     async def stop(self) -> None:
         """Stop admitting, finish what is queued, then stop the loop and the worker thread."""
         self._stopping = True
-        while self._queue and self._task is not None and not self._task.done():
+        # why _busy too: cancelling the loop inside a batch would leave its futures unresolved
+        while (self._queue or self._busy) and self._task is not None and not self._task.done():
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
@@ -262,6 +264,13 @@ class Scheduler(Generic[P, R]):
         return next(r for r in self._queue if r.priority == urgent)
 
     async def _execute(self, batch: ScheduledBatch[P, R]) -> None:
+        self._busy = True
+        try:
+            await self._run_batch(batch)
+        finally:
+            self._busy = False
+
+    async def _run_batch(self, batch: ScheduledBatch[P, R]) -> None:
         payloads = [r.payload for r in batch.requests]
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
