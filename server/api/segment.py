@@ -95,8 +95,10 @@ async def step_frame(
 ) -> dict[str, object]:
     session = segmentation_session(state, session_id)
     started = time.perf_counter()
-    index = (session.last_index if session.last_index is not None else -1) + 1
+    # why claimed before any await: concurrent REST frames (or a stream) get distinct indices
+    index = session.last_index = (session.last_index if session.last_index is not None else -1) + 1
     session.core.frames_in += 1
+    session.core.in_flight += 1  # why: drain waits for it, and expiry leaves its session alone
     try:
         with state.announce(session.model, session.id):
             data = await read_upload(state, image, "image")
@@ -107,7 +109,9 @@ async def step_frame(
     except Exception:
         session.core.frames_failed += 1  # why: the error answers this frame; it is not dropped
         raise
-    session.last_index = index
+    finally:
+        session.core.in_flight -= 1
+        session.core.touch()
     session.core.frames_done += 1
     message, binaries = await encode_answer_async(session, index, result, started)
     return {**message, "data": [base64.b64encode(b).decode() for b in binaries]}

@@ -357,3 +357,27 @@ def test_masks_before_the_first_frame_are_bounded(xmem_server: RunningServer) ->
         assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == code
     assert httpx.get(f"{xmem_server.url}/v1/sessions/{session['id']}").status_code == 200
+
+
+def test_concurrent_rest_frames_get_their_own_indices(
+    xmem_server: RunningServer, xmem_vectors: Any, xmem_spec: dict[str, Any]
+) -> None:
+    """Frames posted at once are numbered as they arrive, one index each, and run one at a
+    time; none is left counted as in flight."""
+    frames, masks = xmem_vectors[f"{SEQ}/frames_u8"], xmem_vectors[f"{SEQ}/masks_u8"]
+    session = create(xmem_server, session_body(xmem_spec))
+    url = f"{xmem_server.url}/v1/sessions/{session['id']}"
+    mask = np.where(masks[0] <= 2, masks[0], 0).astype(np.uint8)
+    first = httpx.post(f"{url}/frames", files={"image": png(frames[0]), "mask": encode_index_png(mask)})
+    assert first.status_code == 200, first.text
+
+    async def post_three() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            posts = [client.post(f"{url}/frames", files={"image": png(frames[k])}) for k in (1, 2, 3)]
+            return list(await asyncio.gather(*posts))
+
+    answers = asyncio.run(post_three())
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+    assert sorted(r.json()["frame_index"] for r in answers) == [1, 2, 3]
+    counters = httpx.get(url).json()
+    assert (counters["frames_done"], counters["in_flight"], counters["dropped"]) == (4, 0, 0)
