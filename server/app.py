@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request, Response
 
 from models.weights.registry import get_entry
 from server import __version__, logs
-from server.api import demo, errors, health, interpolate, jobs, segment, sessions, stream
+from server.api import demo, deps, errors, health, interpolate, jobs, segment, sessions, stream
 from server.engines import describe_runner, load_rife_engine, load_xmem_engine_set
 from server.jobs.store import Job, JobState, JobStore
 from server.metrics import Metrics
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, interpolate, sessions, segment, stream, jobs, demo):
         app.include_router(module.router)
     errors.install(app)
-    app.middleware("http")(jobs.refuse_oversized)
+    app.middleware("http")(deps.refuse_oversized)
     app.middleware("http")(count_requests)
     _register_gauges(state)
     return app

@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, BinaryIO, Literal
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 
 from models.rife.inference import check_scale, timesteps_for_factor
 from models.video import VideoError, VideoInfo, probe
 from models.xmem.config import XMemConfig
-from server.api.deps import State, get_state
-from server.api.errors import ApiError, error_body
+from server.api.deps import JOBS_PATH, State
+from server.api.errors import ApiError
 from server.api.interpolate import parse_threshold
 from server.api.sessions import DEFAULT_SIDE
 from server.jobs.runner import run_interpolation, run_segmentation
@@ -27,7 +26,7 @@ from server.masks import decode_index_png
 from server.state import ServerState
 from server.tasks.segmentation import memory_bound_bytes, padded_positions, processing_hw
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix=JOBS_PATH, tags=["jobs"])
 
 COPY_CHUNK = 1 << 20  # why: large enough to copy an upload quickly, small enough to stay flat in memory
 
@@ -233,15 +232,3 @@ def _work(state: ServerState) -> JobWork:
             await run_segmentation(job, state.segmentation_service(job.model))
 
     return work
-
-
-async def refuse_oversized(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Refuse a job upload by its Content-Length, before its body is spooled to disk."""
-    is_job_upload = request.method == "POST" and request.url.path.rstrip("/") == router.prefix
-    if is_job_upload:
-        limit = get_state(request).settings.max_job_upload_bytes + (1 << 20)  # why: multipart overhead
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            body = error_body("payload_too_large", f"the upload is larger than {limit} bytes")
-            return JSONResponse(body, status_code=413)
-    return await call_next(request)

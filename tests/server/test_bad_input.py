@@ -221,6 +221,9 @@ def test_message_over_the_size_limit_closes_1009(rife_v40_weights: Path, engine_
         assert asyncio.run(run()) == 1009
         response = post_pair(strict, b"\0" * 10_000, png(GOOD[1]))
         assert_error(response, 413, "payload_too_large")
+        # far over every part's limit: refused from Content-Length, before the body is spooled
+        huge = post_pair(strict, b"\0" * (2 << 20), png(GOOD[1]))
+        assert "request body is larger" in assert_error(huge, 413, "payload_too_large")
 
 
 def test_more_timesteps_than_the_queue_holds(rife_v40_weights: Path, engine_repository: Path) -> None:
