@@ -5,7 +5,6 @@ and last only as long as the process."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 from typing import Annotated, BinaryIO, Literal
 
@@ -67,7 +66,7 @@ async def submit_job(
         state.jobs.start(job, _work(state))
     except BaseException:
         state.budget.release(job_id)
-        shutil.rmtree(folder, ignore_errors=True)
+        state.jobs.abandon(job_id, folder)
         raise
     url = f"/v1/jobs/{job_id}"
     return JSONResponse(job.public(), status_code=202, headers={"Location": url})

@@ -143,29 +143,37 @@ class JobStore:
         self.max_jobs = max_jobs
         self.result_ttl_s = result_ttl_s
         self._jobs: dict[str, Job] = {}
+        self._admitting: set[str] = set()  # ids given by new_folder, not yet started or abandoned
         # why a semaphore: jobs beyond it wait QUEUED, so a burst of uploads cannot start
         # decoding dozens of videos at once
         self._slots = asyncio.Semaphore(max_running)
         self.on_finish: list[Callable[[Job], Coroutine[Any, Any, None]]] = []
 
     def new_folder(self) -> tuple[str, Path]:
-        """An id and an empty folder for a job about to be accepted."""
+        """An id and an empty folder for a job about to be uploaded, holding its place in
+        ``max_jobs`` (so concurrent uploads beyond it are refused before they are copied);
+        then ``start`` or ``abandon`` it."""
         self.expire()
-        if len(self._jobs) >= self.max_jobs:
+        held = len(self._jobs) + len(self._admitting)
+        if held >= self.max_jobs:
             raise JobLimitReached(
-                f"{len(self._jobs)} jobs are kept already (VIDSERVE_MAX_JOBS={self.max_jobs}); "
+                f"{held} jobs are kept or being uploaded (VIDSERVE_MAX_JOBS={self.max_jobs}); "
                 "delete finished ones or try again later"
             )
         job_id = "job_" + secrets.token_hex(8)
         folder = self.root / job_id
         folder.mkdir(parents=True)
+        self._admitting.add(job_id)
         return job_id, folder
 
+    def abandon(self, job_id: str, folder: Path) -> None:
+        """A job refused after ``new_folder``: its place and its files go."""
+        self._admitting.discard(job_id)
+        shutil.rmtree(folder, ignore_errors=True)
+
     def start(self, job: Job, work: JobWork) -> None:
-        """Accept ``job`` and run ``work`` on it once a slot is free."""
-        if len(self._jobs) >= self.max_jobs:
-            shutil.rmtree(job.folder, ignore_errors=True)
-            raise JobLimitReached(f"{len(self._jobs)} jobs are kept already (VIDSERVE_MAX_JOBS)")
+        """Accept ``job`` (its place held by ``new_folder``) and run ``work`` once a slot is free."""
+        self._admitting.discard(job.id)
         self._jobs[job.id] = job
         job.runner = asyncio.get_running_loop().create_task(self._run(job, work), name=job.id)
 
