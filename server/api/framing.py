@@ -118,10 +118,15 @@ class FrameStream:
         if isinstance(data, bytes):
             index, _ = self.next_frame()
             self.session.core.frames_in += 1
-            await self.fail(
-                index, "session_closed", "the session was closed; the frame was not run", "cancelled"
-            )
+            await self.fail(index, *self.refusal(), "cancelled")
         await close(self.ws, *self.close_code())
+
+    def refusal(self) -> tuple[str, str]:
+        """Why a frame that arrived after its session closed was not run: a drain closes every
+        session, so the frame names the shutdown rather than a close the client never asked for."""
+        if not self.state.accepting:
+            return "shutting_down", "the server is shutting down; the frame was not run"
+        return "session_closed", "the session was closed; the frame was not run"
 
     def close_code(self) -> tuple[int, str]:
         core = self.session.core
@@ -180,9 +185,7 @@ class FrameStream:
         logs.frame_index.set(index)
         if not self.state.accepting:
             try:
-                await self.fail(
-                    index, "shutting_down", "the server is shutting down; the frame was not run", "cancelled"
-                )
+                await self.fail(index, *self.refusal(), "cancelled")
             finally:  # why: a socket already gone must not leave the frame counted as in flight
                 core.in_flight -= 1
             return True
@@ -205,7 +208,8 @@ class FrameStream:
             await close(self.ws, CloseCode.TRY_AGAIN_LATER, "overloaded: reconnect and resend the frame")
             return False
         except Cancelled as exc:
-            await self.fail(index, "session_closed", str(exc), "cancelled")
+            code = "session_closed" if self.state.accepting else "shutting_down"
+            await self.fail(index, code, str(exc), "cancelled")
             return True
         except WebSocketDisconnect:
             raise
