@@ -24,9 +24,23 @@ from models.xmem.inference_core import FrameWork, SegmentationInputError, StepRe
 def step_batch(engines: XMemEngines, works: Sequence[FrameWork]) -> list[StepResult]:
     """Run one prepared frame of each video (``InferenceCore.begin``) → one result each.
 
-    Every video appears at most once: its stages depend on its previous frame's.
+    Every video appears at most once: its stages depend on its previous frame's. All or
+    nothing: if any stage raises, every video is returned to its state before the batch, so
+    the frames can be run again (alone, say) as if the batch had never been tried.
     """
     _check_batch(works)
+    saved = [work.core.snapshot() for work in works]
+    try:
+        return _run_stages(engines, works)
+    except BaseException:
+        for work, state in zip(works, saved, strict=True):
+            work.core.restore(state)
+        raise
+
+
+def _run_stages(engines: XMemEngines, works: Sequence[FrameWork]) -> list[StepResult]:
+    for work in works:
+        work.core.start(work)
     _encode_keys(engines, works)
     _segment(engines, [w for w in works if w.needs_segment])
     for work in works:

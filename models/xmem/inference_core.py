@@ -10,7 +10,7 @@ removed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -81,6 +81,10 @@ class XMemState:
     last_deep_update: int = 0
     frame_size: tuple[int, int] | None = None  # (H, W) of the first frame
 
+    def snapshot(self) -> XMemState:
+        """This state as it is now, to return to if a batch fails (tensors are shared)."""
+        return replace(self, memory=self.memory.snapshot(), object_ids=list(self.object_ids))
+
 
 @dataclass
 class FrameWork:
@@ -94,6 +98,8 @@ class FrameWork:
     is_deep_update: bool  # the value encoder's hidden state replaces the sensory memory
     is_normal_update: bool  # the decoder's hidden state replaces the sensory memory
     needs_segment: bool  # there are objects to predict from memory
+    frame_index: int  # the video's index for this frame, taken when its batch runs
+    frame_size: tuple[int, int]  # (H, W) before padding
     # filled in by the stages
     key: Tensor | None = None  # 1×64×h×w
     shrinkage: Tensor | None = None  # 1×1×h×w
@@ -106,6 +112,11 @@ class FrameWork:
     @property
     def padded_hw(self) -> tuple[int, int]:
         return int(self.image.shape[-2]), int(self.image.shape[-1])
+
+    def clear_stages(self) -> None:
+        """Forget what a failed batch filled in, so the frame runs again from the start."""
+        self.key = self.shrinkage = self.selection = None
+        self.f16 = self.f8 = self.f4 = self.prob = None
 
 
 @dataclass(frozen=True)
@@ -162,16 +173,17 @@ class InferenceCore:
     ) -> FrameWork:
         """Check and prepare one frame, and decide what it needs (nothing runs yet).
 
-        Raises ``SegmentationInputError`` before any state changes for a bad frame or mask.
+        Changes no state: a frame refused before its batch (a full queue, a closed session)
+        leaves the video as it was. Raises ``SegmentationInputError`` for a bad frame or mask.
         """
         s = self.state
         self._check_frame(frame)
         padding = Padding.for_size(*frame.shape[:2])
         image = padding.apply(normalise(frame)).to(self.device)  # 1×3×Hp×Wp
         given = self._read_mask(mask, objects, padding, frame.shape[:2]) if mask is not None else None
-        s.frame_index += 1
-        is_memory_frame = s.frame_index - s.last_memory_frame >= self.config.mem_every or given is not None
-        is_deep_update = self._is_deep_update(is_memory_frame)
+        index = s.frame_index + 1
+        is_memory_frame = index - s.last_memory_frame >= self.config.mem_every or given is not None
+        is_deep_update = self._is_deep_update(index, is_memory_frame)
         return FrameWork(
             core=self,
             padding=padding,
@@ -180,10 +192,26 @@ class InferenceCore:
             is_memory_frame=is_memory_frame,
             is_deep_update=is_deep_update,
             is_normal_update=self.config.deep_update_every != -1 or not is_deep_update,
-            needs_segment=s.frame_index > 0 and bool(s.memory.object_ids) and not self._sets_all(given),
+            needs_segment=index > 0 and bool(s.memory.object_ids) and not self._sets_all(given),
+            frame_index=index,
+            frame_size=(int(frame.shape[0]), int(frame.shape[1])),
         )
 
+    def snapshot(self) -> XMemState:
+        return self.state.snapshot()
+
+    def restore(self, saved: XMemState) -> None:
+        """Return to ``saved`` (a ``snapshot``): the frames stepped since leave no trace."""
+        self.state = saved
+
     # --- the stages ``step_batch`` runs, between engine calls -------------------------------
+
+    def start(self, work: FrameWork) -> None:
+        """The frame's batch runs: it takes its index (and the first frame sets the size)."""
+        work.clear_stages()
+        self.state.frame_index = work.frame_index
+        if self.state.frame_size is None:
+            self.state.frame_size = work.frame_size
 
     def readout(self, work: FrameWork) -> Tensor:
         """Memory readout for the frame's key → n×CV×h×w, objects in state order."""
@@ -222,11 +250,11 @@ class InferenceCore:
 
     # --- conditions ------------------------------------------------------------------------
 
-    def _is_deep_update(self, is_memory_frame: bool) -> bool:
+    def _is_deep_update(self, index: int, is_memory_frame: bool) -> bool:
         every = self.config.deep_update_every
         if every == -1:
             return is_memory_frame
-        return self.state.frame_index - self.state.last_deep_update >= every
+        return index - self.state.last_deep_update >= every
 
     def _sets_all(self, given: MaskInput | None) -> bool:
         """A mask that sets every known object leaves nothing to predict."""
@@ -276,9 +304,7 @@ class InferenceCore:
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise SegmentationInputError(f"frame must be uint8 H×W×3 RGB, got {frame.dtype} {frame.shape}")
         size = (int(frame.shape[0]), int(frame.shape[1]))
-        if self.state.frame_size is None:
-            self.state.frame_size = size
-        elif size != self.state.frame_size:
+        if self.state.frame_size is not None and size != self.state.frame_size:
             raise SegmentationInputError(
                 f"frame size {size} differs from the video's {self.state.frame_size}"
             )

@@ -9,7 +9,7 @@ N_g×n_g×CV, usage counts N.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -80,6 +80,10 @@ class KeyValueStore:
             else:
                 self.values.append(value)
 
+    def snapshot(self) -> KeyValueStore:
+        """A copy that shares the tensors (never written in place) but not the lists."""
+        return replace(self, values=list(self.values))
+
     @staticmethod
     def _append(old: Tensor | None, new: Tensor) -> Tensor:
         return new if old is None else torch.cat([old, new], 0)
@@ -88,8 +92,10 @@ class KeyValueStore:
         """Every element lived one more readout; ``usage`` (N) is how much each was read."""
         if not self.count_usage or self.use_count is None or self.life_count is None:
             return
-        self.use_count += usage
-        self.life_count += 1
+        # why not +=: nothing in memory is written in place, so a snapshot that shares these
+        # tensors stays valid (``MemoryManager.snapshot``, rolling back a failed batch)
+        self.use_count = self.use_count + usage
+        self.life_count = self.life_count + 1
 
     def usage(self) -> Tensor:
         """Use count normalised by life: XMem's LFU score → N."""

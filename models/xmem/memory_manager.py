@@ -9,6 +9,7 @@ when it reaches its cap. Both are bounded, so a session can run for hours.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -52,6 +53,13 @@ class MemoryManager:
     def object_ids(self) -> list[int]:
         """Objects with memory, in value-row order (group by group)."""
         return [obj for group in self.groups for obj in group]
+
+    def snapshot(self) -> MemoryManager:
+        """This memory as it is now, cheaply: tensors are shared, as every write rebinds them."""
+        copied = copy.copy(self)
+        copied.work, copied.long = self.work.snapshot(), self.long.snapshot()
+        copied.groups = [list(group) for group in self.groups]
+        return copied
 
     def nbytes(self) -> dict[str, int]:
         return {"working": self.work.nbytes(), "long_term": self.long.nbytes()}

@@ -55,7 +55,11 @@ class Cancelled(RuntimeError):
 
 
 class BatchExecutor(Protocol[P_contra, R_co]):
-    """The engine side: runs one batch, in a worker thread, one result per payload in order."""
+    """The engine side: runs one batch, in a worker thread, one result per payload in order.
+
+    A batch that raises must leave no trace (XMem rolls its videos back): the scheduler then
+    runs its payloads one by one, so only the payload that fails alone gets the error.
+    """
 
     def execute(self, payloads: Sequence[P_contra]) -> Sequence[R_co]: ...
 
@@ -271,6 +275,7 @@ class Scheduler(Generic[P, R]):
             self._busy = False
 
     async def _run_batch(self, batch: ScheduledBatch[P, R]) -> None:
+        """Run the batch; if it fails, run its requests one by one (``_run_alone``)."""
         payloads = [r.payload for r in batch.requests]
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
@@ -279,14 +284,24 @@ class Scheduler(Generic[P, R]):
         except Exception as exc:  # an engine failure fails this batch, never the loop
             log.exception("%s: batch %d of %d failed", self.name, batch.batch_id, len(payloads))
             self._report(batch, time.perf_counter() - started, ok=False)
-            for request in batch.requests:
-                _resolve(request.future, exc=exc)
+            if len(batch.requests) == 1:
+                _resolve(batch.requests[0].future, exc=exc)
+            else:
+                await self._run_alone(batch)
             self._free_since = time.monotonic()
             return
         self._report(batch, time.perf_counter() - started, ok=True)
         self._free_since = time.monotonic()
         for request, result in zip(batch.requests, results, strict=True):
             _resolve(request.future, result=result)
+
+    async def _run_alone(self, failed: ScheduledBatch[P, R]) -> None:
+        """Each request of a failed batch as a batch of its own, so one bad row (or a batch too
+        big for the device) fails only itself and not the sessions it happened to share with."""
+        for request in failed.requests:
+            if request.future.done():  # why: its submitter gave up (closed) while the batch ran
+                continue
+            await self._run_batch(ScheduledBatch(next(self._ids), failed.key, [request]))
 
     def _report(self, batch: ScheduledBatch[P, R], seconds: float, *, ok: bool) -> None:
         if self.on_batch is not None:

@@ -100,3 +100,70 @@ def test_one_frame_per_video_per_batch(engines: XMemEngines) -> None:
     works = [core.begin(frames[0], first_mask(1)), core.begin(frames[1])]
     with pytest.raises(SegmentationInputError, match="at most one frame"):
         step_batch(engines, works)
+
+
+class OneFrameOnly:
+    """The real runner, except that a call with more than one frame raises, as a batch too big
+    for the device would: injected into encode_value, it fails a batch after Segment has
+    already given every video its new sensory memory."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.kind = runner.kind
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if inputs[0].shape[0] > 1:  # image F×3×H×W
+            raise RuntimeError("injected: batch too large")
+        return self.runner(*inputs)
+
+
+def marks(core: InferenceCore) -> tuple[int, int, int, int]:
+    """What a step changes: the frame counter, the sensory memory (which tensor), the memory sizes."""
+    s = core.state
+    return s.frame_index, id(s.hidden), s.memory.work.size, s.memory.long.size
+
+
+def test_a_failed_batch_leaves_every_video_as_it_was(engines: XMemEngines) -> None:
+    objects = [1, 2, 1]
+    clips = [clip(seed, frames=9) for seed in range(3)]
+    alone = []
+    for clip_frames, n in zip(clips, objects, strict=True):
+        core = InferenceCore(engines, CONFIG)
+        alone.append([core.step(f, first_mask(n) if i == 0 else None) for i, f in enumerate(clip_frames)])
+
+    failing = XMemEngines(engines.encode_key, OneFrameOnly(engines.encode_value), engines.segment)
+    cores = [InferenceCore(failing, CONFIG) for _ in clips]
+    failures = 0
+    for i in range(len(clips[0])):
+        works = [
+            core.begin(c[i], first_mask(n) if i == 0 else None)
+            for core, c, n in zip(cores, clips, objects, strict=True)
+        ]
+        before = [marks(core) for core in cores]
+        try:
+            results = step_batch(failing, works)
+        except RuntimeError:
+            failures += 1
+            assert [marks(core) for core in cores] == before  # Segment's new hidden state was undone
+            results = [step_batch(failing, [work])[0] for work in works]  # as the scheduler retries
+        for video, result in enumerate(results):
+            want = alone[video][i]
+            assert result.object_ids == want.object_ids
+            assert result.is_memory_frame == want.is_memory_frame
+            torch.testing.assert_close(result.prob, want.prob, atol=1e-5, rtol=0)
+    # memory frames 0, 2, 4, 6, 8 failed together; consolidation ran on the retried state
+    assert failures == 5
+    assert all(core.state.memory.consolidations >= 1 for core in cores)
+
+
+def test_a_frame_refused_before_its_batch_leaves_no_trace(engines: XMemEngines) -> None:
+    frames = clip(1, frames=4)
+    core, twin = InferenceCore(engines, CONFIG), InferenceCore(engines, CONFIG)
+    core.begin(frames[0], first_mask(2))  # refused (say, a full queue): never run
+    assert core.state.frame_index == -1 and core.state.frame_size is None and not core.state.object_ids
+    for i, frame in enumerate(frames):
+        mask = first_mask(2) if i == 0 else None
+        core.begin(frame, mask)  # prepared again and dropped, as a resend after 1013 would be
+        got, want = core.step(frame, mask), twin.step(frame, mask)
+        assert got.object_ids == want.object_ids
+        torch.testing.assert_close(got.prob, want.prob, atol=0, rtol=0)

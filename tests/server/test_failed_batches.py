@@ -1,0 +1,114 @@
+"""A batch that fails on the engine: the scheduler runs its rows one by one, so only a row
+that fails alone gets the error, and the XMem sessions it shared the batch with go on as if
+the failure never happened (``step_batch`` rolls them back)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import torch
+
+from models.runtime import Runner
+from models.xmem.config import XMemConfig
+from models.xmem.export import XMemEngines, eager_engines
+from models.xmem.inference_core import FrameWork, InferenceCore, StepResult
+from server.scheduler import BatchStats, Scheduler, SchedulerConfig
+from server.tasks.segmentation import SegmentExecutor
+from tests.models.test_xmem_batch import CONFIG, clip, first_mask
+from tests.models.xmem_support import hashed_xmem
+
+POISON = 7  # why: a frame whose pixels are all 7 stands for one the engine cannot run
+
+
+class Faulty:
+    """The real encode_key runner, with two injected faults: any call of more than one frame
+    fails (a batch too big for the device, as a CUDA out-of-memory would), and any call
+    holding a poison frame fails (a row that fails alone too)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.kind = runner.kind
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        (image,) = inputs  # F×3×H×W
+        if image.shape[0] > 1:
+            raise RuntimeError("injected: batch too large")
+        if bool(torch.all(image == image[:, :, :1, :1])):  # one colour: the poison frame
+            raise RuntimeError("injected: a frame the engine cannot run")
+        return self.runner(*inputs)
+
+
+@pytest.fixture(scope="module")
+def engines() -> XMemEngines:
+    return eager_engines(hashed_xmem())
+
+
+def test_a_failed_batch_fails_only_the_row_that_fails_alone(engines: XMemEngines) -> None:
+    faulty = XMemEngines(Faulty(engines.encode_key), engines.encode_value, engines.segment)
+    clips = [clip(seed, frames=4) for seed in range(3)]
+    poison = np.full_like(clips[2][2], POISON)  # video 2's frame 2
+
+    alone = []
+    for video, frames in enumerate(clips[:2]):
+        core = InferenceCore(engines, CONFIG)
+        alone.append([core.step(f, first_mask(video + 1) if i == 0 else None) for i, f in enumerate(frames)])
+
+    async def run() -> tuple[list[list[StepResult | BaseException]], list[BatchStats]]:
+        batches: list[BatchStats] = []
+        config = SchedulerConfig(max_batch_size=3, max_queue_delay_s=30.0, max_queue_size=8)
+        scheduler: Scheduler[FrameWork, StepResult] = Scheduler(
+            "xmem", SegmentExecutor(faulty), config, batches.append
+        )
+        scheduler.start()
+        cores = [InferenceCore(faulty, CONFIG) for _ in clips]
+        answers: list[list[StepResult | BaseException]] = [[] for _ in clips]
+        for i in range(4):
+            futures = []
+            for video, core in enumerate(cores):
+                frame = poison if (video, i) == (2, 2) else clips[video][i]
+                work = core.begin(frame, first_mask(video + 1) if i == 0 else None)
+                (future,) = scheduler.submit(f"s{video}", work.padded_hw, [work])
+                futures.append(future)
+            for video, got in enumerate(await asyncio.gather(*futures, return_exceptions=True)):
+                answers[video].append(got)
+        await scheduler.stop()
+        return answers, batches
+
+    answers, batches = asyncio.run(run())
+    for video in range(2):
+        for i, got in enumerate(answers[video]):
+            assert isinstance(got, StepResult), f"video {video} frame {i}: {got!r}"
+            torch.testing.assert_close(got.prob, alone[video][i].prob, atol=1e-5, rtol=0)
+    kinds = [type(a).__name__ for a in answers[2]]
+    assert kinds == ["StepResult", "StepResult", "RuntimeError", "StepResult"]
+    assert "cannot run" in str(answers[2][2])
+    # every step: the batch of 3 fails, then each row runs as its own batch
+    assert [(b.size, b.ok) for b in batches] == [(3, False), (1, True), (1, True), (1, True)] * 2 + [
+        (3, False),
+        (1, True),
+        (1, True),
+        (1, False),
+    ] + [(3, False), (1, True), (1, True), (1, True)]
+
+
+def test_a_single_failed_row_is_not_run_twice(engines: XMemEngines) -> None:
+    faulty = XMemEngines(Faulty(engines.encode_key), engines.encode_value, engines.segment)
+
+    async def run() -> list[BatchStats]:
+        batches: list[BatchStats] = []
+        scheduler: Scheduler[FrameWork, StepResult] = Scheduler(
+            "xmem", SegmentExecutor(faulty), SchedulerConfig(3, 0.0, 8), batches.append
+        )
+        scheduler.start()
+        core = InferenceCore(faulty, XMemConfig())
+        work = core.begin(np.full((48, 64, 3), POISON, np.uint8))
+        (future,) = scheduler.submit("s", work.padded_hw, [work])
+        with pytest.raises(RuntimeError, match="cannot run"):
+            await future
+        assert core.state.frame_index == -1 and core.state.frame_size is None
+        await scheduler.stop()
+        return batches
+
+    assert [(b.size, b.ok) for b in asyncio.run(run())] == [(1, False)]
