@@ -40,6 +40,7 @@ from server.masks import encode_index_png
 from tests.conftest import REPO_ROOT
 from tests.server.support import (
     RunningServer,
+    eventually,
     free_port,
     panning_frames,
     png,
@@ -192,7 +193,10 @@ def test_unknown_stream_and_bad_frame(client: Client) -> None:
 
 
 def test_too_many_sessions_is_retried_until_one_closes(rife_server: RunningServer) -> None:
-    with Client(rife_server.url, max_retries=0) as impatient, Client(rife_server.url, backoff=0.2) as patient:
+    with (
+        Client(rife_server.url, max_retries=0) as impatient,
+        Client(rife_server.url, backoff=0.2, max_retries=30) as patient,
+    ):
         first = impatient.create_interpolation_session()
         with pytest.raises(Overloaded) as refused:
             impatient.create_interpolation_session()
@@ -211,28 +215,39 @@ def test_too_many_sessions_is_retried_until_one_closes(rife_server: RunningServe
             time.sleep(0.02)
         first.delete()
         waiting.join(timeout=60)
+        assert not waiting.is_alive()
         assert created and created[0].info()["state"] == "open"
         created[0].delete()
 
 
 def test_overloaded_stream_reconnects_and_resends(rife_v40_weights: Path, repository: Path) -> None:
-    """A one-row engine queue held for 1.5 s: of two pairs sent at once, one is answered
-    ``overloaded`` and closed with 1013; the client reconnects and resends it until it fits."""
-    settings = server_settings(rife_v40_weights, repository, max_queue_size=1, max_queue_delay_ms=1500)
+    """A one-row engine queue held for 3 s: one session's pair waits in it, so the other's is
+    answered ``overloaded`` and closed with 1013; the client reconnects and resends it until
+    it fits."""
+    settings = server_settings(rife_v40_weights, repository, max_queue_size=1, max_queue_delay_ms=3000)
     frames = panning_frames(2)
 
-    async def pair(aio: AsyncClient) -> Any:
-        session = await aio.create_interpolation_session(factor=2)
-        async with session.stream() as stream:
-            await stream.send(frames[0])
-            return await stream.send(frames[1])
+    async def run(running: RunningServer) -> list[Any]:
+        async with AsyncClient(running.url, timeout=120, backoff=0.5, max_retries=5) as aio:
+            first = await aio.create_interpolation_session(factor=2)
+            second = await aio.create_interpolation_session(factor=2)
+            async with first.stream() as a, second.stream() as b:
+                await a.send(frames[0])
+                await b.send(frames[0])
+                held = asyncio.ensure_future(a.send(frames[1]))
 
-    async def run(url: str) -> list[Any]:
-        async with AsyncClient(url, timeout=120, backoff=0.5, max_retries=4) as aio:
-            return list(await asyncio.gather(pair(aio), pair(aio)))
+                async def is_queued() -> bool:
+                    pending = await asyncio.to_thread(
+                        running.metric, "vidserve_pending_request_count", model="rife-4.0"
+                    )
+                    return pending >= 1
+
+                await eventually(is_queued, "the first pair waiting in the queue")
+                resent = await b.send(frames[1])
+                return [await held, resent]
 
     with running_server(settings) as running:
-        results = asyncio.run(run(running.url))
+        results = asyncio.run(run(running))
         overloaded = running.metric("vidserve_frames_total", task="interpolate", outcome="overloaded")
     assert overloaded >= 1, "no frame was overloaded: the test did not exercise the resend"
     for result in results:

@@ -55,27 +55,32 @@ def free_port() -> int:
 @contextmanager
 def running_server(settings: Settings, *, wait_ready: bool = True) -> Iterator[RunningServer]:
     """Start uvicorn with ``settings`` on a free port; stop it on exit."""
-    port = free_port()
+    # why a socket bound here: a port picked, closed and bound again later can be taken in
+    # between by any outgoing connection on a busy machine
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
     app = create_app(settings)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=settings.max_message_bytes
-    )
+    config = uvicorn.Config(app, log_level="warning", ws_max_size=settings.max_message_bytes)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     running = RunningServer(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", app.state.server)
     try:
-        _wait(running, ready=wait_ready)
+        _wait(running, thread, ready=wait_ready)
         yield running
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        sock.close()
 
 
-def _wait(running: RunningServer, *, ready: bool, timeout: float = 300) -> None:
+def _wait(running: RunningServer, thread: threading.Thread, *, ready: bool, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     path = "/readyz" if ready else "/healthz"
     while time.monotonic() < deadline:
+        if not thread.is_alive():
+            raise RuntimeError(f"the server at {running.url} stopped during startup")
         try:
             response = httpx.get(running.url + path, timeout=5)
             if response.status_code == 200:

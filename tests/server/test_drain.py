@@ -32,7 +32,7 @@ def start_server(weights: Path, repository: Path, port: int, log: IO[bytes]) -> 
         "VIDSERVE_WEIGHTS": json.dumps({"rife-4.0": str(weights)}),
         "VIDSERVE_MODEL_REPOSITORY": str(repository),
         "VIDSERVE_ENGINE": "torchscript",
-        "VIDSERVE_MAX_QUEUE_DELAY_MS": "1500",  # why: holds the frame in flight while we signal
+        "VIDSERVE_MAX_QUEUE_DELAY_MS": "6000",  # why: holds the frame in flight while we signal
         "VIDSERVE_LOG_FORMAT": "json",
     }
     return subprocess.Popen([sys.executable, "-m", "server"], cwd=REPO_ROOT, env=env, stderr=log)
@@ -96,7 +96,11 @@ async def stream_and_stop(
 
             await eventually(is_in_flight, "frame 1 in flight")
             process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.2)
+
+            async def is_draining() -> bool:
+                return (await client.get(f"{url}/readyz")).status_code == 503
+
+            await eventually(is_draining, "/readyz answering 503 after SIGTERM", timeout=5)
             readyz = await client.get(f"{url}/readyz")
             ready = (readyz.status_code, readyz.json()["draining"])
             answers.append(await receive_frame_answer(ws))

@@ -46,6 +46,7 @@ def test_one_timestep_returns_the_image(server: RunningServer, reference: Interp
             "frame1": ("b.png", png(frames[1]), "image/png"),
         },
         data={"timesteps": "0.3"},
+        timeout=120,
     )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png" and response.headers["x-timestep"] == "0.3"
@@ -60,7 +61,7 @@ def test_several_timesteps_return_multipart_in_order(
 ) -> None:
     frames = panning_frames(2, step=3)
     files = {"frame0": png(frames[0]), "frame1": png(frames[1])}
-    response = httpx.post(f"{server.url}/v1/interpolate", files=files, data=data)
+    response = httpx.post(f"{server.url}/v1/interpolate", files=files, data=data, timeout=120)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("multipart/mixed; boundary=")
     got = parts(response)
@@ -74,7 +75,9 @@ def test_several_timesteps_return_multipart_in_order(
 def test_repeated_timestep_fields_keep_their_order(server: RunningServer) -> None:
     frames = panning_frames(2)
     files = {"frame0": png(frames[0]), "frame1": png(frames[1])}
-    response = httpx.post(f"{server.url}/v1/interpolate", files=files, data={"timesteps": ["0.7", "0.2"]})
+    response = httpx.post(
+        f"{server.url}/v1/interpolate", files=files, data={"timesteps": ["0.7", "0.2"]}, timeout=120
+    )
     assert [h["X-Timestep"] for h, _ in parts(response)] == ["0.7", "0.2"]
 
 
@@ -91,7 +94,9 @@ def test_jpeg_and_webp_in_and_out(server: RunningServer, fmt: str, magic: bytes)
 
     frames = panning_frames(2)
     files = {"frame0": encode(frames[0]), "frame1": encode(frames[1])}
-    response = httpx.post(f"{server.url}/v1/interpolate", files=files, data={"output_format": fmt})
+    response = httpx.post(
+        f"{server.url}/v1/interpolate", files=files, data={"output_format": fmt}, timeout=120
+    )
     assert response.status_code == 200 and response.headers["content-type"] == f"image/{fmt}"
     assert response.content.startswith(magic)
 
@@ -100,10 +105,12 @@ def test_scene_change_and_its_switch(server: RunningServer) -> None:
     frame0 = panning_frames(1)[0]
     cut = np.ascontiguousarray(255 - frame0)
     files = {"frame0": png(frame0), "frame1": png(cut)}
-    response = httpx.post(f"{server.url}/v1/interpolate", files=files)
+    response = httpx.post(f"{server.url}/v1/interpolate", files=files, timeout=120)
     assert response.headers["x-scene-change"] == "true"
     np.testing.assert_array_equal(decode(response.content), frame0)
-    blended = httpx.post(f"{server.url}/v1/interpolate", files=files, data={"scene_change_threshold": "none"})
+    blended = httpx.post(
+        f"{server.url}/v1/interpolate", files=files, data={"scene_change_threshold": "none"}, timeout=120
+    )
     assert blended.headers["x-scene-change"] == "false"
     assert not np.array_equal(decode(blended.content), frame0)
 

@@ -73,7 +73,7 @@ def jobs_server(
         engine="torchscript",
         max_queue_delay_ms=2.0,
         max_jobs=3,
-        max_job_frames=40,
+        max_job_frames=120,
         max_job_upload_bytes=2**20,
         job_dir=tmp_path_factory.mktemp("jobs"),
     )
@@ -152,7 +152,7 @@ def test_interpolation_job_doubles_the_frame_rate_without_ghosting(
     assert psnr(frames[7], original[4]) < 20
     # an in-between frame off the cut is RIFE's, as one REST call gives it
     pair = {"frame0": png(original[1]), "frame1": png(original[2])}
-    rest = decode(httpx.post(f"{jobs_server.url}/v1/interpolate", files=pair).content)
+    rest = decode(httpx.post(f"{jobs_server.url}/v1/interpolate", files=pair, timeout=120).content)
     assert psnr(frames[3], rest) > 35
     assert audio_payload(source), "the test clip has no audio to copy"
     assert audio_payload(out) == audio_payload(source), "the audio was not copied unchanged"
@@ -220,19 +220,20 @@ def test_cancel_mid_run_frees_the_job_and_spares_the_other(
     """Two segmentation jobs share batches; one is cancelled while running: its files and
     reserved memory go, and the other finishes every frame."""
     source, short = tmp_path / "long.mp4", tmp_path / "short.mp4"
-    write_video(source, panning_frames(30, *SIZE, step=1))
+    # why 100 frames: still running when the cancel lands, however slow or fast the machine
+    write_video(source, panning_frames(100, *SIZE, step=1))
     write_video(short, panning_frames(6, *SIZE, step=1))
     mask = encode_index_png(np.pad(np.ones((20, 20), np.uint8), ((10, 18), (8, 36))))
     job = submit(jobs_server, source, task="segment", mask=mask, processing_size=128).json()
     other = submit(jobs_server, short, task="segment", mask=mask, processing_size=128).json()
     assert jobs_server.metric("vidserve_segmentation_memory_reserved_bytes") > 0
     deadline = time.monotonic() + 120
-    while httpx.get(f"{jobs_server.url}/v1/jobs/{job['id']}").json()["progress"]["frames_done"] < 2:
+    while httpx.get(f"{jobs_server.url}/v1/jobs/{job['id']}").json()["progress"]["frames_done"] < 1:
         assert time.monotonic() < deadline, "the job never started"
         time.sleep(POLL_S)
     deleted = httpx.delete(f"{jobs_server.url}/v1/jobs/{job['id']}")
     assert deleted.status_code == 200 and deleted.json()["state"] == "cancelled"
-    assert deleted.json()["progress"]["frames_done"] < 30
+    assert deleted.json()["progress"]["frames_done"] < 100
     assert httpx.get(f"{jobs_server.url}/v1/jobs/{job['id']}").status_code == 404
     assert not (jobs_server.state.jobs.root / job["id"]).exists()
     finished = wait_done(jobs_server, other["id"])
@@ -277,7 +278,7 @@ def test_bad_jobs_get_clear_errors(jobs_server: RunningServer, tmp_path: Path) -
         (httpx.delete(f"{jobs_server.url}/v1/jobs/job_nope"), 404, "unknown_job"),
     ]
     too_long = tmp_path / "long.mp4"
-    write_video(too_long, panning_frames(41, *SIZE, step=1))
+    write_video(too_long, panning_frames(121, *SIZE, step=1))
     cases.append((submit(jobs_server, too_long, task="interpolate"), 413, "too_many_frames"))
     big = tmp_path / "big.mp4"
     big.write_bytes(b"\0" * (2**20 + 10))

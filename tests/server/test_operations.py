@@ -36,7 +36,7 @@ def test_metrics(server: RunningServer) -> None:
     pair = panning_frames(2)
     before = server.metric("vidserve_requests_total", task="interpolate", outcome="ok")
     response = httpx.post(
-        f"{server.url}/v1/interpolate", files={"frame0": png(pair[0]), "frame1": png(pair[1])}
+        f"{server.url}/v1/interpolate", files={"frame0": png(pair[0]), "frame1": png(pair[1])}, timeout=120
     )
     assert response.status_code == 200
     bad = httpx.post(f"{server.url}/v1/interpolate", files={"frame0": b"x", "frame1": png(pair[1])})

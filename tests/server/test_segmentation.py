@@ -202,18 +202,20 @@ def test_rest_frames_controls_and_rle(
     from server.masks import encode_rle
 
     rles = {str(i): encode_rle((masks[0] == i).astype(np.uint8)) for i in (1, 2)}
-    first = httpx.post(f"{url}/frames", files={"image": png(frames[0])}, data={"rle": json.dumps(rles)})
+    first = httpx.post(
+        f"{url}/frames", files={"image": png(frames[0])}, data={"rle": json.dumps(rles)}, timeout=120
+    )
     assert first.status_code == 200, first.text
     assert first.json()["tracked"] == [1, 2] and set(first.json()["rles"]) == {"1", "2"}
     removed = httpx.delete(f"{url}/objects/2")
     assert removed.status_code == 202 and removed.json()["tracked_after"] == [1]
-    second = httpx.post(f"{url}/frames", files={"image": png(frames[1])}).json()
+    second = httpx.post(f"{url}/frames", files={"image": png(frames[1])}, timeout=120).json()
     assert second["frame_index"] == 1 and second["tracked"] == [1]
     unknown = httpx.delete(f"{url}/objects/9")
     assert unknown.status_code == 422 and "unknown object id 9" in unknown.json()["error"]["message"]
     reset = httpx.post(f"{url}/reset")
     assert reset.status_code == 202 and reset.json()["tracked_after"] == []
-    no_mask = httpx.post(f"{url}/frames", files={"image": png(frames[2])})
+    no_mask = httpx.post(f"{url}/frames", files={"image": png(frames[2])}, timeout=120)
     assert no_mask.status_code == 422 and "no object yet" in no_mask.json()["error"]["message"]
 
 
@@ -280,7 +282,7 @@ def test_memory_budget_and_expiry(
     body = session_body(xmem_spec)
     one_session = 60 * 2**20  # the bound of one default-ish session at 480p is far above this
     settings = xmem_settings(
-        hashed_checkpoint, engine_repository, session_ttl_s=2.0, memory_budget_bytes=one_session
+        hashed_checkpoint, engine_repository, session_ttl_s=6.0, memory_budget_bytes=one_session
     )
     with running_server(settings) as server:
         refused = httpx.post(f"{server.url}/v1/sessions", json={"task": "segment"})
@@ -292,6 +294,7 @@ def test_memory_budget_and_expiry(
                 "image": png(frames[0]),
                 "mask": encode_index_png(np.where(masks[0] <= 2, masks[0], 0).astype(np.uint8)),
             },
+            timeout=120,
         )
         assert first.status_code == 200, first.text
         held = sum(
@@ -368,7 +371,9 @@ def test_concurrent_rest_frames_get_their_own_indices(
     session = create(xmem_server, session_body(xmem_spec))
     url = f"{xmem_server.url}/v1/sessions/{session['id']}"
     mask = np.where(masks[0] <= 2, masks[0], 0).astype(np.uint8)
-    first = httpx.post(f"{url}/frames", files={"image": png(frames[0]), "mask": encode_index_png(mask)})
+    first = httpx.post(
+        f"{url}/frames", files={"image": png(frames[0]), "mask": encode_index_png(mask)}, timeout=120
+    )
     assert first.status_code == 200, first.text
 
     async def post_three() -> list[httpx.Response]:
