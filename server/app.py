@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, interpolate, sessions, segment, stream, jobs, demo):
         app.include_router(module.router)
     errors.install(app)
-    app.middleware("http")(deps.refuse_oversized)
+    app.add_middleware(deps.BodyLimit)
     app.middleware("http")(count_requests)
     _register_gauges(state)
     return app

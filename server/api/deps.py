@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request, Response, UploadFile
+from fastapi import Depends, Request, UploadFile
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.errors import ApiError, error_body
+from server.settings import Settings
 from server.state import ServerState
 
 
@@ -34,19 +37,56 @@ MULTIPART_SLACK = 1 << 20  # why: boundaries and part headers on top of the file
 PARTS_PER_REQUEST = 3  # why: the most files one other request carries (a frame, a mask, an RLE)
 
 
-async def refuse_oversized(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Refuse a body by its Content-Length before Starlette spools it to disk: a job's video
-    up to VIDSERVE_MAX_JOB_UPLOAD_BYTES, any other body up to a few messages. (A chunked body
-    has no length; its parts are still bounded when read.)"""
-    if request.method in ("POST", "PUT"):
-        settings = get_state(request).settings
-        is_job_upload = request.url.path.rstrip("/") == JOBS_PATH
-        per_part = (
-            settings.max_job_upload_bytes if is_job_upload else PARTS_PER_REQUEST * settings.max_message_bytes
-        )
-        limit = per_part + MULTIPART_SLACK
-        length = request.headers.get("content-length", "")
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` once a body passes its limit; FastAPI lets HTTPExceptions
+    through its body parsing, so the route answers 413 instead of 'error parsing the body'."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+
+
+class BodyLimit:
+    """Bounds every POST/PUT body before Starlette spools it to disk: a job's video up to
+    VIDSERVE_MAX_JOB_UPLOAD_BYTES, any other body up to a few messages. A declared
+    Content-Length over the limit is refused unread; a chunked body (no length) is cut off
+    as soon as it passes the limit."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
+            await self.app(scope, receive, send)
+            return
+        limit = body_limit(scope["app"].state.server.settings, scope["path"])
+        length = Headers(scope=scope).get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            body = error_body("payload_too_large", f"the request body is larger than {limit} bytes")
-            return JSONResponse(body, status_code=413)
-    return await call_next(request)
+            await _refuse(limit, send)
+            return
+        received = 0
+
+        async def bounded() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, bounded, send)
+
+
+def body_limit(settings: Settings, path: str) -> int:
+    is_job_upload = path.rstrip("/") == JOBS_PATH
+    if is_job_upload:
+        return settings.max_job_upload_bytes + MULTIPART_SLACK
+    return PARTS_PER_REQUEST * settings.max_message_bytes + MULTIPART_SLACK
+
+
+async def _refuse(limit: int, send: Send) -> None:
+    body = error_body("payload_too_large", f"the request body is larger than {limit} bytes")
+    await JSONResponse(body, status_code=413)({"type": "http"}, _nothing, send)
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,25 @@ def test_message_over_the_size_limit_closes_1009(rife_v40_weights: Path, engine_
         # far over every part's limit: refused from Content-Length, before the body is spooled
         huge = post_pair(strict, b"\0" * (2 << 20), png(GOOD[1]))
         assert "request body is larger" in assert_error(huge, 413, "payload_too_large")
+        # the same with no Content-Length (chunked): cut off once past the limit, never spooled whole
+        chunked = post_chunked(strict, b"\0" * (2 << 20), png(GOOD[1]))
+        assert "request body is larger" in assert_error(chunked, 413, "payload_too_large")
+        assert chunked.request.headers.get("transfer-encoding") == "chunked"
+        assert httpx.get(f"{strict.url}/readyz").status_code == 200  # still serving
+
+
+def post_chunked(server: RunningServer, frame0: bytes, frame1: bytes) -> httpx.Response:
+    """A multipart pair sent as a stream of chunks, so the request carries no Content-Length."""
+    request = httpx.Request("POST", server.url, files={"frame0": frame0, "frame1": frame1})
+    content_type = request.headers["content-type"]
+    body = request.read()
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 1 << 16):
+            yield body[start : start + (1 << 16)]
+
+    headers = {"content-type": content_type}
+    return httpx.post(f"{server.url}/v1/interpolate", content=chunks(), headers=headers, timeout=60)
 
 
 def test_more_timesteps_than_the_queue_holds(rife_v40_weights: Path, engine_repository: Path) -> None:
