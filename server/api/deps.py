@@ -78,8 +78,8 @@ class BodyLimit:
 
 def body_limit(settings: Settings, path: str) -> int:
     is_job_upload = path.rstrip("/") == JOBS_PATH
-    if is_job_upload:
-        return settings.max_job_upload_bytes + MULTIPART_SLACK
+    if is_job_upload:  # the video, and a segmentation job's mask
+        return settings.max_job_upload_bytes + settings.max_message_bytes + MULTIPART_SLACK
     return PARTS_PER_REQUEST * settings.max_message_bytes + MULTIPART_SLACK
 
 

@@ -255,7 +255,10 @@ def apply_controls(session: SegmentationSession) -> None:
         session.xmem.reset()
         session.pending_reset = False
     for object_id in session.pending_removals:
-        session.xmem.remove_object(object_id)
+        # why the check: the removal may have been accepted for an object whose first frame was
+        # then rolled back (its batch failed); removing an unknown id would fail every frame
+        if object_id in session.xmem.state.object_ids:
+            session.xmem.remove_object(object_id)
     session.pending_removals.clear()
 
 

@@ -281,6 +281,8 @@ class Scheduler(Generic[P, R]):
         loop = asyncio.get_running_loop()
         try:
             results = await loop.run_in_executor(self._thread, self.executor.execute, payloads)
+            if len(results) != len(payloads):  # why here: a mismatch must fail the batch, not the loop
+                raise RuntimeError(f"{self.name}: {len(results)} results for {len(payloads)} requests")
         except Exception as exc:  # an engine failure fails this batch, never the loop
             log.exception("%s: batch %d of %d failed", self.name, batch.batch_id, len(payloads))
             self._report(batch, time.perf_counter() - started, ok=False)
@@ -298,10 +300,17 @@ class Scheduler(Generic[P, R]):
     async def _run_alone(self, failed: ScheduledBatch[P, R]) -> None:
         """Each request of a failed batch as a batch of its own, so one bad row (or a batch too
         big for the device) fails only itself and not the sessions it happened to share with."""
+        errors: dict[str, BaseException] = {}  # owners with a row that failed alone
         for request in failed.requests:
             if request.future.done():  # why: its submitter gave up (closed) while the batch ran
                 continue
+            if request.owner in errors:  # why: its submitter already has its error (one pair's rows)
+                _resolve(request.future, exc=errors[request.owner])
+                continue
             await self._run_batch(ScheduledBatch(next(self._ids), failed.key, [request]))
+            error = _failure(request.future)
+            if error is not None:
+                errors[request.owner] = error
 
     def _report(self, batch: ScheduledBatch[P, R], seconds: float, *, ok: bool) -> None:
         if self.on_batch is not None:
@@ -317,6 +326,13 @@ class Scheduler(Generic[P, R]):
             for request in dropped:
                 _resolve(request.future, exc=Cancelled(f"session {control.owner} was closed"))
             control.done.set()
+
+
+def _failure(future: asyncio.Future[R]) -> BaseException | None:
+    """The error a settled future holds (None when it holds a result or was cancelled)."""
+    if not future.done() or future.cancelled():
+        return None
+    return future.exception()
 
 
 def _resolve(future: asyncio.Future[R], *, result: R | None = None, exc: BaseException | None = None) -> None:

@@ -5,6 +5,7 @@ the failure never happened (``step_batch`` rolls them back)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -14,7 +15,10 @@ from models.runtime import Runner
 from models.xmem.config import XMemConfig
 from models.xmem.export import XMemEngines, eager_engines
 from models.xmem.inference_core import FrameWork, InferenceCore, StepResult
+from server.api.segment_ops import apply_controls
 from server.scheduler import BatchStats, Scheduler, SchedulerConfig
+from server.sessions.segmentation import SegmentationSession
+from server.sessions.store import SessionCore
 from server.tasks.segmentation import SegmentExecutor
 from tests.models.test_xmem_batch import CONFIG, clip, first_mask
 from tests.models.xmem_support import hashed_xmem
@@ -112,3 +116,84 @@ def test_a_single_failed_row_is_not_run_twice(engines: XMemEngines) -> None:
         return batches
 
     assert [(b.size, b.ok) for b in asyncio.run(run())] == [(1, False)]
+
+
+def test_an_owners_other_rows_take_its_first_error_without_running(engines: XMemEngines) -> None:
+    """Rows submitted together (one pair's timesteps) are answered together: once one fails
+    alone, its siblings take the same error instead of each costing an engine call."""
+    faulty = XMemEngines(Faulty(engines.encode_key), engines.encode_value, engines.segment)
+    frames = clip(3, frames=1)
+
+    async def run() -> tuple[list[StepResult | BaseException], list[BatchStats], InferenceCore]:
+        batches: list[BatchStats] = []
+        scheduler: Scheduler[FrameWork, StepResult] = Scheduler(
+            "xmem", SegmentExecutor(faulty), SchedulerConfig(3, 30.0, 8), batches.append
+        )
+        scheduler.start()
+        sibling = InferenceCore(faulty, CONFIG)
+        works = [
+            InferenceCore(faulty, CONFIG).begin(frames[0]),
+            InferenceCore(faulty, CONFIG).begin(np.full_like(frames[0], POISON)),
+            sibling.begin(frames[0]),
+        ]
+        futures = scheduler.submit("a", works[0].padded_hw, works[:1])
+        futures += scheduler.submit("pair", works[0].padded_hw, works[1:])
+        answers = await asyncio.gather(*futures, return_exceptions=True)
+        await scheduler.stop()
+        return answers, batches, sibling
+
+    answers, batches, sibling = asyncio.run(run())
+    assert isinstance(answers[0], StepResult)
+    assert isinstance(answers[1], RuntimeError) and answers[2] is answers[1]
+    assert [(b.size, b.ok) for b in batches] == [(3, False), (1, True), (1, False)]
+    assert sibling.state.frame_index == -1  # never ran, left as it was
+
+
+def test_a_wrong_result_count_fails_the_batch_not_the_loop(engines: XMemEngines) -> None:
+    class DropsOne(SegmentExecutor):
+        """The real executor with a bug: it loses the last result of any batch of two."""
+
+        def execute(self, works: Sequence[FrameWork]) -> list[StepResult]:
+            results = super().execute(works)
+            return results[:-1] if len(works) == 2 else results
+
+    frames = clip(4, frames=2)
+
+    async def run() -> tuple[list[StepResult | BaseException], StepResult]:
+        scheduler: Scheduler[FrameWork, StepResult] = Scheduler(
+            "xmem", DropsOne(engines), SchedulerConfig(2, 30.0, 8)
+        )
+        scheduler.start()
+        works = [InferenceCore(engines, CONFIG).begin(frames[0]) for _ in range(2)]
+        futures = [scheduler.submit(f"s{i}", w.padded_hw, [w])[0] for i, w in enumerate(works)]
+        answers = await asyncio.gather(*futures, return_exceptions=True)
+        later = InferenceCore(engines, CONFIG).begin(frames[1])
+        (after,) = await asyncio.gather(*scheduler.submit("later", later.padded_hw, [later]))
+        await scheduler.stop()
+        return answers, after
+
+    answers, after = asyncio.run(run())
+    # the batch of two failed; each row then ran alone and got its result
+    assert all(isinstance(a, StepResult) for a in answers)
+    assert isinstance(after, StepResult)
+
+
+def test_a_removal_of_an_object_its_failed_frame_never_added_is_dropped(engines: XMemEngines) -> None:
+    """DELETE /objects/3 accepted while the frame that brings object 3 runs; the frame fails
+    and is rolled back, so 3 is unknown when the removal applies: it is dropped, not an error
+    on every later frame."""
+    core = InferenceCore(engines, CONFIG)
+    core.step(clip(5, frames=1)[0], first_mask(2))
+    session = SegmentationSession(
+        core=SessionCore(id="s", created_at=0.0, last_activity=0.0),
+        model="xmem",
+        xmem=core,
+        processing_size=None,
+        max_objects=4,
+        output_format="png",
+        probabilities=False,
+        reserved_bytes=0,
+        pending_removals=[3, 2],
+    )
+    apply_controls(session)
+    assert core.state.object_ids == [1] and session.pending_removals == []
