@@ -3,6 +3,7 @@ copied audio, atomic output, odd sizes, and the mask overlay."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -94,10 +95,20 @@ def test_probe_and_read(source: Path) -> None:
         assert frame.rgb.dtype == np.uint8 and close(frame.rgb, pattern(index))
 
 
+def open_handles(path: Path) -> int:
+    """This process's file descriptors open on ``path`` (Linux's /proc)."""
+    fds = Path("/proc/self/fd")
+    target = str(path.resolve())
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == target)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counting open files needs Linux's /proc")
 def test_read_frames_closes_early(source: Path) -> None:
     frames = read_frames(source)
     assert next(frames).index == 0
+    assert open_handles(source) >= 1
     frames.close()  # the generator's finally closes the container; a second close is harmless
+    assert open_handles(source) == 0
     with pytest.raises(StopIteration):
         next(frames)
 
