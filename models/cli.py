@@ -56,6 +56,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="xmem", choices=["xmem", "xmem-s012"], help="XMem weights (xmem only)")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--fp16", action="store_true")
+    p.add_argument(
+        "--part",
+        default="full",
+        choices=["full", "encoder", "flow"],
+        help="rife 4.22+: the feature encoder or the flow network that takes its features (what the "
+        "server runs), instead of the whole network",
+    )
     p.add_argument("--weights", type=Path, help="a released flownet*.pkl, instead of the registry's")
     p.add_argument("--repository", type=Path, help="default: $VIDSERVE_MODEL_REPOSITORY or the cache")
 
@@ -106,7 +113,7 @@ def run_export(args: argparse.Namespace) -> int:
     model = f"rife-{args.version}"
     weights = resolve_weights(model, args.weights)
     repository = args.repository or default_repository()
-    path = ensure_engine(model, weights, args.format, fp16=args.fp16, repository=repository)
+    path = ensure_engine(model, weights, args.format, fp16=args.fp16, repository=repository, part=args.part)
     print(path)
     return 0
 

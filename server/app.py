@@ -90,7 +90,8 @@ async def load_models(state: ServerState) -> None:
 
 
 async def _load_interpolation(state: ServerState, model: str, config: SchedulerConfig) -> None:
-    engine, spec = await asyncio.to_thread(load_rife_engine, state.settings, model)
+    observe = state.metrics.observe_engine_call
+    engine, spec = await asyncio.to_thread(load_rife_engine, state.settings, model, observe)
     service = InterpolationService(spec, engine, config, state.metrics.batch_observer(model))
     service.scheduler.start()
     state.interpolation[model] = service

@@ -13,6 +13,11 @@ Engine contract (the same for eager, TorchScript and ONNX):
     scale:      float32 1-element, one of ``spec.SCALES``
     returns frame: B×3×H×W, and big_motion: bool B (4.0 asks the caller to re-run those
     pairs at half the scale; always False for other releases)
+
+Releases with a feature encoder (4.22+) also split in two, so that a stream encodes each
+frame once instead of once per pair and timestep (``FeatureEncoder``, ``FlowFromFeatures``):
+    encoder:  image B×3×H×W → features B×k×H×W
+    flow:     img0, img1, f0, f1 (B×k×H×W), timestep, scale → frame, big_motion
 """
 
 from __future__ import annotations
@@ -114,8 +119,14 @@ class IFNet(nn.Module):
         )
 
     def forward(self, img0: Tensor, img1: Tensor, timestep: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
-        t_plane = timestep.to(img0.dtype).view(-1, 1, 1, 1) * torch.ones_like(img0[:, :1])  # B×1×H×W
         f0, f1 = self._features(img0, img1)
+        return self.flow(img0, img1, f0, f1, timestep, scale)
+
+    def flow(
+        self, img0: Tensor, img1: Tensor, f0: Tensor, f1: Tensor, timestep: Tensor, scale: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``forward`` given both frames' encoder features (the images themselves without one)."""
+        t_plane = timestep.to(img0.dtype).view(-1, 1, 1, 1) * torch.ones_like(img0[:, :1])  # B×1×H×W
         flow = torch.zeros_like(img0[:, :1])  # replaced by the first block
         mask = torch.zeros_like(img0[:, :1])
         feat = torch.zeros_like(img0[:, :1])
@@ -172,3 +183,28 @@ class IFNet(nn.Module):
         peak0 = d_flow[:, :2].abs().flatten(1).amax(1)
         peak1 = d_flow[:, 2:4].abs().flatten(1).amax(1)
         return (peak0 > 32) & (peak1 > 32)
+
+
+class FeatureEncoder(nn.Module):
+    """The encoder of a 4.22+ release as an engine of its own: image B×3×H×W → B×k×H×W."""
+
+    def __init__(self, net: IFNet) -> None:
+        super().__init__()
+        assert net.has_encoder, f"RIFE {net.version} has no feature encoder"
+        self.encode = net.encode
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.encode(image)
+
+
+class FlowFromFeatures(nn.Module):
+    """IFNet taking both frames' features (``FeatureEncoder``) instead of computing them."""
+
+    def __init__(self, net: IFNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(
+        self, img0: Tensor, img1: Tensor, f0: Tensor, f1: Tensor, timestep: Tensor, scale: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        return self.net.flow(img0, img1, f0, f1, timestep, scale)

@@ -67,6 +67,9 @@ class Engine:
     runner: Runner  # takes and gives tensors in the network's order
     fp16: bool  # half-precision engine
     path: Path | None  # the engine file (None for eager)
+    # 4.22+: the feature encoder, split off so a stream encodes each frame once; ``runner`` is
+    # then the flow part, which takes both frames' features
+    encoder: Runner | None = None
     warm: bool = False  # one call has run, so kernels and allocations are in place
     # why a lock: one engine call at a time; the schedulers already serialise, tools may not
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -99,6 +102,13 @@ class Engine:
         with self._lock:
             return self.runner(*inputs)
 
+    def encode(self, image: Tensor) -> Tensor:
+        """image: B×3×Hp×Wp → the encoder's features B×k×Hp×Wp (4.22+ only)."""
+        assert self.encoder is not None, f"{self.model} has no feature encoder"
+        with self._lock:
+            (features,) = self.encoder(image)
+        return features
+
     def describe(self) -> dict[str, object]:
         """For /readyz and logs."""
         return {
@@ -110,5 +120,6 @@ class Engine:
             "requested_providers": self.requested_providers,
             "fell_back": self.fell_back,
             "warm": self.warm,
+            "feature_encoder": self.encoder is not None,
             "path": str(self.path) if self.path else None,
         }

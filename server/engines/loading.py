@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from models.repository import ENGINE_FILES, default_repository, engine_dir
+from models.rife.export import Part, part_model
 from models.rife.loading import make_runner
 from models.rife.spec import RifeSpec, get_spec
-from models.runtime import EngineKind, ProviderSpec
+from models.runtime import EngineKind, ProviderSpec, Runner
 from models.weights.fetch import FetchError, fetch
 from models.weights.registry import get_entry
 from models.xmem.config import XMemConfig
@@ -88,8 +89,11 @@ def resolve_weights(settings: Settings, model: str) -> Path:
         raise EngineError(f"{model}: {exc}") from exc
 
 
-def load_rife_engine(settings: Settings, model: str) -> tuple[Engine, RifeSpec]:
-    """Load (exporting on first start) and warm up one RIFE engine."""
+def load_rife_engine(
+    settings: Settings, model: str, observe: Callable[[str, int, float], None] | None = None
+) -> tuple[Engine, RifeSpec]:
+    """Load (exporting on first start) and warm up one RIFE engine: the whole network, or for
+    4.22+ its flow part and its feature encoder (``observe`` meters the encoder's calls)."""
     entry = get_entry(model)
     if entry.family != "rife":
         raise EngineError(f"{model}: family {entry.family!r} is not served yet")
@@ -97,19 +101,28 @@ def load_rife_engine(settings: Settings, model: str) -> tuple[Engine, RifeSpec]:
     repository = _repository(settings)
     backend = choose_backend(settings)
     weights = resolve_weights(settings, model)
-    runner = make_runner(
-        model,
-        weights,
-        backend,
-        fp16=settings.fp16,
-        repository=repository,
-        providers=choose_providers(settings, repository, model),
-        device=torch_device(),
-    )
+    has_encoder = spec.encoder_channels > 0
+    main: Part = "flow" if has_encoder else "full"
+
+    def runner_of(part: Part) -> Runner:
+        return make_runner(
+            model,
+            weights,
+            backend,
+            fp16=settings.fp16,
+            repository=repository,
+            providers=choose_providers(settings, repository, model),
+            device=torch_device(),
+            part=part,
+        )
+
+    encoder = runner_of("encoder") if has_encoder else None
+    if encoder is not None and observe is not None:
+        encoder = MeteredRunner(encoder, part_model(model, "encoder"), observe)
     path = None
     if backend != "eager":
-        path = engine_dir(repository, model, backend, settings.fp16) / ENGINE_FILES[backend]
-    engine = Engine(model, backend, runner, settings.fp16, path)
+        path = engine_dir(repository, part_model(model, main), backend, settings.fp16) / ENGINE_FILES[backend]
+    engine = Engine(model, backend, runner_of(main), settings.fp16, path, encoder)
     warm_up_rife(engine)
     log.info("%s: ready on %s", model, engine.describe())
     return engine, spec
@@ -119,7 +132,11 @@ def warm_up_rife(engine: Engine) -> None:
     """One small call, so the first user frame does not pay for initialisation."""
     height, width = WARMUP_HW
     frames = torch.rand(2, 1, 3, height, width, device=engine.device)
-    engine.run(frames[0], frames[1], torch.tensor([0.5]), torch.tensor([1.0]))
+    timestep, scale = torch.tensor([0.5]), torch.tensor([1.0])
+    if engine.encoder is not None:
+        engine.run(frames[0], frames[1], engine.encode(frames[0]), engine.encode(frames[1]), timestep, scale)
+    else:
+        engine.run(frames[0], frames[1], timestep, scale)
     engine.warm = True
 
 

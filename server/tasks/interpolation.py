@@ -25,11 +25,13 @@ from server.scheduler import BatchStats, Priority, Scheduler, SchedulerConfig
 
 @dataclass(frozen=True)
 class PreparedFrame:
-    """A decoded frame and its padded tensor, made once and reused for both of its pairs."""
+    """A decoded frame, its padded tensor and (4.22+) its features, made once and reused for
+    both of its pairs: a session keeps the previous one."""
 
     pixels: np.ndarray  # uint8 H×W×3
     padded: Tensor  # float32 1×3×Hp×Wp in [0, 1] on the engine's device, zeros right and bottom
     scale: float  # the scale ``padded`` was sized for
+    features: Tensor | None  # 1×k×Hp×Wp from the feature encoder (4.22+), else None
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class RifeRow:
 
     img0: Tensor  # float32 1×3×Hp×Wp
     img1: Tensor  # float32 1×3×Hp×Wp
+    f0: Tensor | None  # 1×k×Hp×Wp: img0's encoder features (4.22+), else None
+    f1: Tensor | None  # 1×k×Hp×Wp: img1's
     timestep: float  # in (0, 1)
     scale: float  # flow resolution: 1.0 up to 1080p, 0.5 for 4K (RIFE's own advice)
 
@@ -68,7 +72,12 @@ class RifeExecutor:
         img1 = torch.cat([r.img1 for r in rows])
         timestep = torch.tensor([r.timestep for r in rows], dtype=torch.float32)  # B
         scale = torch.tensor([rows[0].scale], dtype=torch.float32)  # [1]: one scale per batch key
-        frames, big_motion = self.engine.run(img0, img1, timestep, scale)
+        if self.engine.encoder is None:
+            frames, big_motion = self.engine.run(img0, img1, timestep, scale)
+        else:
+            f0 = torch.cat([_present(r.f0) for r in rows])  # B×k×Hp×Wp
+            f1 = torch.cat([_present(r.f1) for r in rows])
+            frames, big_motion = self.engine.run(img0, img1, f0, f1, timestep, scale)
         frames = frames.float()
         flags = big_motion.bool().cpu().tolist()
         return [RifeRowResult(frames[i], bool(flags[i])) for i in range(len(rows))]
@@ -95,7 +104,8 @@ class InterpolationService:
         check_scale(scale)
         padded_hw = self.spec.padded_size(pixels.shape[0], pixels.shape[1], scale)
         padded = to_padded(pixels, padded_hw).to(self.engine.device)
-        return PreparedFrame(pixels, padded, scale)
+        features = self.engine.encode(padded) if self.engine.encoder is not None else None
+        return PreparedFrame(pixels, padded, scale, features)
 
     async def interpolate(
         self,
@@ -121,7 +131,7 @@ class InterpolationService:
         )
         if is_cut:
             return [Interpolated(t, frame0.pixels, scene_change=True) for t in timesteps]
-        frames = await self._run(owner, frame0.padded, frame1.padded, timesteps, frame0.scale, priority)
+        frames = await self._run(owner, frame0, frame1, timesteps, priority)
         height, width = frame0.pixels.shape[:2]
         pixels = await asyncio.to_thread(_crop_to_uint8, frames, height, width)
         return [Interpolated(t, p, scene_change=False) for t, p in zip(timesteps, pixels, strict=True)]
@@ -129,15 +139,15 @@ class InterpolationService:
     async def _run(
         self,
         owner: str,
-        img0: Tensor,
-        img1: Tensor,
+        frame0: PreparedFrame,
+        frame1: PreparedFrame,
         timesteps: Sequence[float],
-        scale: float,
         priority: Priority,
     ) -> list[Tensor]:
-        """Padded 1×3×Hp×Wp pair → one 3×Hp×Wp frame per timestep, big-motion rows rerun."""
+        """A prepared pair → one 3×Hp×Wp frame per timestep, big-motion rows rerun."""
+        img0, img1, scale = frame0.padded, frame1.padded, frame0.scale
         key = (tuple(img0.shape[-2:]), scale)
-        rows = [RifeRow(img0, img1, t, scale) for t in timesteps]
+        rows = [RifeRow(img0, img1, frame0.features, frame1.features, t, scale) for t in timesteps]
         results = await asyncio.gather(*self.scheduler.submit(owner, key, rows, priority))
         frames = [r.frame for r in results]
         needs_retry = [i for i, r in enumerate(results) if r.big_motion]
@@ -163,7 +173,8 @@ class InterpolationService:
         padded_h, padded_w = self.spec.padded_size(height, width, scale)
         pad = (0, padded_w - width, 0, padded_h - height)
         key = ((padded_h, padded_w), scale)
-        rows = [RifeRow(F.pad(img0, pad), F.pad(img1, pad), t, scale) for t in timesteps]
+        # why no features: only 4.0 asks for this rerun, and it has no encoder
+        rows = [RifeRow(F.pad(img0, pad), F.pad(img1, pad), None, None, t, scale) for t in timesteps]
         results = await asyncio.gather(*self.scheduler.submit(owner, key, rows, priority))
         return [r.frame[:, :height, :width] for r in results]
 
@@ -171,3 +182,8 @@ class InterpolationService:
 def _crop_to_uint8(frames: list[Tensor], height: int, width: int) -> list[np.ndarray]:
     """frames: float32 3×Hp×Wp → uint8 H×W×3 each."""
     return [to_uint8(f[:, :height, :width].cpu().numpy()) for f in frames]
+
+
+def _present(features: Tensor | None) -> Tensor:
+    assert features is not None, "a row of a model with a feature encoder came without features"
+    return features

@@ -9,7 +9,7 @@ import pytest
 
 from models.repository import Format
 from models.rife.checkpoint import expected_shapes, load_ifnet
-from models.rife.export import export_rife
+from models.rife.export import Part, export_rife, half_inputs, part_module
 from models.rife.ifnet import IFNet
 from models.rife.spec import get_spec
 from models.runtime import OnnxRunner, Runner, TorchRunner
@@ -33,13 +33,16 @@ def hashed_ifnet(version: str) -> IFNet:
     return load_ifnet(hashed_state_dict(expected_shapes(spec)), spec)
 
 
-def make_runner(net: IFNet, engine: str, repository: Path, *, fp16: bool = False) -> Runner:
-    """The runner of ``engine`` over ``net``, exporting into ``repository`` as the CLI does."""
+def make_runner(
+    net: IFNet, engine: str, repository: Path, *, fp16: bool = False, part: Part = "full"
+) -> Runner:
+    """The runner of ``engine`` over ``net`` (or one ``part`` of it), exporting into
+    ``repository`` as the CLI does."""
     if engine == "eager":
-        return TorchRunner(net, "eager")
+        return TorchRunner(part_module(net, part), "eager")
     spec = get_spec(net.version)
     fmt: Format = "onnx" if engine == "onnx" else "torchscript"
-    folder, metadata = export_rife(net, spec, repository, fmt, fp16=fp16)
+    folder, metadata = export_rife(net, spec, repository, fmt, fp16=fp16, part=part)
     if engine == "onnx":
         return OnnxRunner(folder / metadata.file)
-    return TorchRunner.load_torchscript(folder / metadata.file, half_inputs=(0, 1) if fp16 else ())
+    return TorchRunner.load_torchscript(folder / metadata.file, half_inputs=half_inputs(part) if fp16 else ())

@@ -10,9 +10,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from models.repository import read_metadata
+from models.rife.checkpoint import expected_shapes
+from models.rife.spec import get_spec
 from tests.conftest import REPO_ROOT
+from tests.hashed_weights import hashed_state_dict
 
 
 def _run(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -76,6 +81,21 @@ def test_export_writes_engine_and_metadata(rife_v40_weights: Path, tmp_path: Pat
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "rife-4.0" / "torchscript-fp32" / "model.ts").is_file()
     assert (tmp_path / "rife-4.0" / "torchscript-fp32" / "metadata.json").is_file()
+
+
+def test_export_writes_the_feature_encoder_part(tmp_path: Path) -> None:
+    """4.22+: ``--part encoder`` writes the encoder the server runs once per frame."""
+    weights = tmp_path / "flownet.pkl"
+    torch.save(hashed_state_dict(expected_shapes(get_spec("4.25"))), weights)
+    done = _run(
+        "export", "rife", "--version", "4.25", "--format", "torchscript", "--part", "encoder",
+        "--weights", str(weights), "--repository", str(tmp_path / "repo"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "repo" / "rife-4.25.encoder" / "torchscript-fp32"
+    assert done.stdout.strip() == str(folder / "model.ts")
+    metadata = read_metadata(folder)
+    assert [t.name for t in metadata.inputs] == ["image"] and metadata.extra["part"] == "encoder"
 
 
 @pytest.mark.parametrize(

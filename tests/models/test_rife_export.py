@@ -116,3 +116,35 @@ def test_fp16_engine_tracks_fp32(engine: str, vectors: Any, rife_v40_weights: Pa
     (out32,) = full.interpolate(*frames, [0.5])
     assert out16.dtype == np.float32
     assert float(np.abs(out16 - out32).max()) < FP16_TOLERANCE
+
+
+ENCODER_RELEASES = [v for v, spec in SPECS.items() if spec.encoder_channels]
+
+
+@pytest.mark.parametrize("version", ENCODER_RELEASES)
+@pytest.mark.parametrize("engine", engine_params())
+def test_encoder_and_flow_parts_equal_the_whole(
+    engine: str, version: str, vectors: Any, tmp_path: Path
+) -> None:
+    """4.22+ split in two (what a stream runs, encoding each frame once) gives what the whole
+    network gives, on every backend."""
+    spec = get_spec(version)
+    net = hashed_ifnet(version)
+    encoder = make_runner(net, engine, tmp_path, part="encoder")
+    flow = make_runner(net, engine, tmp_path, part="flow")
+    hw = spec.padded_size(256, 448, 1.0)
+    img0, img1 = _two_different_pairs(vectors, hw)
+    timestep, scale = torch.tensor([0.3, 0.8]), torch.tensor([1.0])
+    (f0,) = encoder(img0)
+    (f1,) = encoder(img1)
+    assert f0.shape == (2, spec.encoder_channels, *hw)
+    got, flags = flow(img0, img1, f0, f1, timestep, scale)
+    with torch.inference_mode():
+        want, want_flags = net(img0, img1, timestep, scale)
+    assert float((got - want).abs().max()) < TOLERANCE
+    assert torch.equal(flags.cpu(), want_flags)
+
+
+def test_a_release_without_an_encoder_has_no_parts(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no feature encoder"):
+        export_rife(hashed_ifnet("4.6"), get_spec("4.6"), tmp_path, "onnx", part="encoder")

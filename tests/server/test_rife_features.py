@@ -1,0 +1,96 @@
+"""RIFE 4.22+ served: the feature encoder runs once per frame a session receives (the session
+keeps the previous frame's features for the next pair), and the split engines give what
+the whole network gives, on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from models.rife.checkpoint import expected_shapes, load_ifnet
+from models.rife.inference import Interpolator, to_uint8
+from models.rife.spec import get_spec
+from models.runtime import ENGINE_KINDS, EngineKind, TorchRunner
+from server.settings import Settings
+from tests.hashed_weights import hashed_state_dict
+from tests.server.support import RunningServer, decode, panning_frames, png, running_server
+from tests.server.test_stream import create, stream
+
+MODEL = "rife-4.25"
+
+
+@pytest.fixture(scope="module")
+def hashed_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4.25 checkpoint file in the release's layout, with the hashed-weight recipe."""
+    path = tmp_path_factory.mktemp("rife-4.25") / "flownet.pkl"
+    torch.save(hashed_state_dict(expected_shapes(get_spec("4.25"))), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(hashed_weights: Path) -> Interpolator:
+    """The whole network, eager, computing features inside every call."""
+    net = load_ifnet(hashed_weights, get_spec("4.25"))
+    return Interpolator(get_spec("4.25"), TorchRunner(net, "eager"), scene_change_threshold=None)
+
+
+@pytest.fixture(scope="module", params=ENGINE_KINDS)
+def features_server(
+    request: pytest.FixtureRequest, hashed_weights: Path, engine_repository: Path
+) -> Iterator[RunningServer]:
+    engine: EngineKind = request.param
+    if engine == "onnx":
+        pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    settings = Settings(
+        models=[MODEL],
+        weights={MODEL: hashed_weights},
+        model_repository=engine_repository,
+        engine=engine,
+        max_queue_delay_ms=2.0,
+    )
+    with running_server(settings) as running:
+        yield running
+
+
+def encoder_calls(server: RunningServer) -> float:
+    return server.metric("vidserve_inference_exec_count_total", model=f"{MODEL}.encoder")
+
+
+def assert_close(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.shape == want.shape
+    assert int(np.abs(got.astype(int) - want.astype(int)).max()) <= 1
+
+
+def test_a_stream_encodes_each_frame_once(features_server: RunningServer, reference: Interpolator) -> None:
+    server = features_server
+    frames = panning_frames(4)
+    before = encoder_calls(server)
+    session = create(server, model=MODEL, factor=4, scene_change_threshold=None)
+    answers = asyncio.run(stream(session["stream_url"], frames))
+    assert encoder_calls(server) - before == 4  # not 2 per row: 3 pairs × 3 timesteps
+    for k, (results, done) in enumerate(answers[1:], start=1):
+        assert done["results"] == 3
+        want = reference.interpolate(frames[k - 1], frames[k], [0.25, 0.5, 0.75])
+        for (_, data), expected in zip(results, want, strict=True):
+            assert_close(decode(data), to_uint8(expected))
+    ready = httpx.get(f"{server.url}/readyz").json()
+    assert ready["engines"][0]["feature_encoder"] is True
+
+
+def test_rest_encodes_the_pair_once_for_every_timestep(
+    features_server: RunningServer, reference: Interpolator
+) -> None:
+    server = features_server
+    pair = panning_frames(2, step=3)
+    before = encoder_calls(server)
+    files = {"frame0": png(pair[0]), "frame1": png(pair[1])}
+    response = httpx.post(f"{server.url}/v1/interpolate", files=files, data={"timesteps": "0.4"}, timeout=120)
+    assert response.status_code == 200, response.text
+    assert encoder_calls(server) - before == 2
+    assert_close(decode(response.content), to_uint8(reference.interpolate(pair[0], pair[1], [0.4])[0]))
