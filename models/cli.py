@@ -121,6 +121,9 @@ def run_export(args: argparse.Namespace) -> int:
 def run_export_xmem(args: argparse.Namespace) -> int:
     from models.repository import engine_dir
     from models.weights.fetch import resolve_weights
+
+    if args.part != "full":
+        raise ValueError("--part applies to rife 4.22+ only; xmem always exports its three engines")
     from models.xmem.loading import load_xmem_engines
 
     weights = resolve_weights(args.model, args.weights)

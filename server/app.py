@@ -96,6 +96,9 @@ async def _load_interpolation(state: ServerState, model: str, config: SchedulerC
     service.scheduler.start()
     state.interpolation[model] = service
     _record_engine(state, model, engine.describe(), lambda: service.scheduler.queue_depth)
+    if engine.encoder is not None:
+        encoder = f"{model}.encoder"
+        _record_engine(state, encoder, describe_runner(engine.encoder), lambda: 0)  # why 0: never queued
 
 
 async def _load_segmentation(state: ServerState, model: str, config: SchedulerConfig) -> None:

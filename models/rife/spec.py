@@ -43,6 +43,12 @@ class RifeSpec:
     # frames are zero-padded to a multiple of this (scaled by 1/scale below scale 1)
     pad_multiple: int
 
+    def __post_init__(self) -> None:
+        # why: the server reruns big-motion pairs on re-padded images without features, which
+        # is right only because no release both retries and has an encoder
+        if self.retries_big_motion and self.encoder_channels:
+            raise ValueError(f"RIFE {self.version}: a big-motion rerun would need re-encoded features")
+
     @property
     def block_count(self) -> int:
         return len(self.widths)

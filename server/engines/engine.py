@@ -94,8 +94,10 @@ class Engine:
 
     @property
     def fell_back(self) -> bool:
-        """A requested provider failed to load and ONNX Runtime silently used another."""
-        return isinstance(self.runner, OnnxRunner) and bool(self.runner.missing)
+        """A requested provider failed to load and ONNX Runtime silently used another (for
+        the network or its feature encoder)."""
+        runners = [self.runner] if self.encoder is None else [self.runner, self.encoder]
+        return any(bool(describe_runner(r)["fell_back"]) for r in runners)
 
     def run(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         """One engine call."""
@@ -120,6 +122,6 @@ class Engine:
             "requested_providers": self.requested_providers,
             "fell_back": self.fell_back,
             "warm": self.warm,
-            "feature_encoder": self.encoder is not None,
+            "feature_encoder": None if self.encoder is None else describe_runner(self.encoder),
             "path": str(self.path) if self.path else None,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,10 @@ def test_v40_retry_pads_further_when_the_coarser_scale_needs_it(net40: IFNet) ->
     out = Interpolator(get_spec("4.0"), TorchRunner(net40, "eager")).run_padded(img0, img1, t, 1.0)
     assert out.shape == (1, 3, 224, 288)
     assert torch.allclose(out, coarser[..., :224, :288], atol=1e-4)
+
+
+def test_no_release_both_retries_big_motion_and_encodes_features() -> None:
+    """The server's big-motion rerun re-pads images without re-encoding features: a spec that
+    needed both is refused where it is made."""
+    with pytest.raises(ValueError, match="re-encoded features"):
+        dataclasses.replace(get_spec("4.26"), retries_big_motion=True)

@@ -79,8 +79,12 @@ def test_a_stream_encodes_each_frame_once(features_server: RunningServer, refere
         want = reference.interpolate(frames[k - 1], frames[k], [0.25, 0.5, 0.75])
         for (_, data), expected in zip(results, want, strict=True):
             assert_close(decode(data), to_uint8(expected))
-    ready = httpx.get(f"{server.url}/readyz").json()
-    assert ready["engines"][0]["feature_encoder"] is True
+    engine = httpx.get(f"{server.url}/readyz").json()["engines"][0]
+    encoder = engine["feature_encoder"]
+    assert encoder["backend"] == engine["backend"] and encoder["fell_back"] is False
+    labels = {"backend": engine["backend"], "provider": ",".join(encoder["providers"])}
+    labels |= {"requested": ",".join(encoder["requested_providers"]), "fell_back": "false"}
+    assert server.metric("vidserve_engine_info", model=f"{MODEL}.encoder", **labels) == 1
 
 
 def test_rest_encodes_the_pair_once_for_every_timestep(
