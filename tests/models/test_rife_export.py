@@ -148,3 +148,23 @@ def test_encoder_and_flow_parts_equal_the_whole(
 def test_a_release_without_an_encoder_has_no_parts(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no feature encoder"):
         export_rife(hashed_ifnet("4.6"), get_spec("4.6"), tmp_path, "onnx", part="encoder")
+
+
+@pytest.mark.parametrize("engine", [p for p in engine_params() if p.values[0] != "eager"])  # type: ignore[attr-defined]
+def test_fp16_parts_at_half_scale_match_the_whole(engine: str, vectors: Any, tmp_path: Path) -> None:
+    """The parts in half precision (features cross in float16) at scale 0.5, against the
+    whole network in float32."""
+    spec = get_spec("4.26")
+    net = hashed_ifnet("4.26")
+    encoder = make_runner(net, engine, tmp_path, fp16=True, part="encoder")
+    flow = make_runner(net, engine, tmp_path, fp16=True, part="flow")
+    hw = spec.padded_size(256, 448, 0.5)
+    img0, img1 = _two_different_pairs(vectors, hw)
+    timestep, scale = torch.tensor([0.3, 0.8]), torch.tensor([0.5])
+    (f0,) = encoder(img0)
+    (f1,) = encoder(img1)
+    assert f0.dtype == torch.float16
+    got, _ = flow(img0, img1, f0, f1, timestep, scale)
+    with torch.inference_mode():
+        want, _ = net(img0, img1, timestep, scale)
+    assert float((got.float() - want).abs().max()) < FP16_TOLERANCE
