@@ -21,9 +21,8 @@ from clients.cli.common import (
     wait_ready,
 )
 from clients.python import FrameRejected, InterpolationStream
+from models.rife.spec import SCALES
 from models.video import DecodedFrame, VideoInfo, VideoWriter, clock_for, probe, read_frames
-
-SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # what the server accepts (docs/protocol.md §1)
 
 
 def add_parser(sub: argparse._SubParsersAction, server: str) -> None:
