@@ -36,7 +36,6 @@ from tests.server.support import (
     running_server,
     server_settings,
 )
-from tests.server.test_segmentation import xmem_settings
 
 SEQ = "seq_a"
 
@@ -44,12 +43,6 @@ SEQ = "seq_a"
 @pytest.fixture(scope="module")
 def rife_server(rife_v40_weights: Path, engine_repository: Path) -> Iterator[RunningServer]:
     with running_server(server_settings(rife_v40_weights, engine_repository)) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def xmem_server(hashed_checkpoint: Path, engine_repository: Path) -> Iterator[RunningServer]:
-    with running_server(xmem_settings(hashed_checkpoint, engine_repository)) as running:
         yield running
 
 

@@ -48,27 +48,15 @@ from tests.server.support import (
     server_settings,
 )
 from tests.server.test_drain import wait_ready
-from tests.server.test_segmentation import session_body, xmem_settings
+from tests.server.test_segmentation import session_body
 
 SEQ = "seq_a"
 
 
 @pytest.fixture(scope="module")
-def repository(engine_repository: Path) -> Path:
-    """The suite's engine repository: engines exported once serve these servers too."""
-    return engine_repository
-
-
-@pytest.fixture(scope="module")
-def rife_server(rife_v40_weights: Path, repository: Path) -> Iterator[RunningServer]:
+def rife_server(rife_v40_weights: Path, engine_repository: Path) -> Iterator[RunningServer]:
     """One open session at most, so a second POST /v1/sessions answers 429 until it closes."""
-    with running_server(server_settings(rife_v40_weights, repository, max_sessions=1)) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def xmem_server(hashed_checkpoint: Path, repository: Path) -> Iterator[RunningServer]:
-    with running_server(xmem_settings(hashed_checkpoint, repository)) as running:
+    with running_server(server_settings(rife_v40_weights, engine_repository, max_sessions=1)) as running:
         yield running
 
 
@@ -220,11 +208,11 @@ def test_too_many_sessions_is_retried_until_one_closes(rife_server: RunningServe
         created[0].delete()
 
 
-def test_overloaded_stream_reconnects_and_resends(rife_v40_weights: Path, repository: Path) -> None:
+def test_overloaded_stream_reconnects_and_resends(rife_v40_weights: Path, engine_repository: Path) -> None:
     """A one-row engine queue held for 3 s: one session's pair waits in it, so the other's is
     answered ``overloaded`` and closed with 1013; the client reconnects and resends it until
     it fits."""
-    settings = server_settings(rife_v40_weights, repository, max_queue_size=1, max_queue_delay_ms=3000)
+    settings = server_settings(rife_v40_weights, engine_repository, max_queue_size=1, max_queue_delay_ms=3000)
     frames = panning_frames(2)
 
     async def run(running: RunningServer) -> list[Any]:
@@ -364,7 +352,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 def test_segmentation_resumes_after_a_server_restart(
     hashed_checkpoint: Path,
-    repository: Path,
+    engine_repository: Path,
     xmem_server: RunningServer,
     xmem_vectors: Any,
     xmem_spec: dict[str, Any],
@@ -375,7 +363,7 @@ def test_segmentation_resumes_after_a_server_restart(
     frames = xmem_vectors[f"{SEQ}/frames_u8"]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start_xmem_server(hashed_checkpoint, repository, port)
+    process = start_xmem_server(hashed_checkpoint, engine_repository, port)
     try:
         wait_ready(url, process)
         with Client(url, timeout=120, backoff=0.05) as client:
@@ -384,7 +372,7 @@ def test_segmentation_resumes_after_a_server_restart(
                 before = list(stream.stream(frames[:3], first_mask=first_mask(xmem_vectors, [1, 2])))
                 first_id = stream.session_id
                 stop(process)
-                process = start_xmem_server(hashed_checkpoint, repository, port)
+                process = start_xmem_server(hashed_checkpoint, engine_repository, port)
                 wait_ready(url, process)
                 after = stream.send(frames[3])
                 assert stream.resumed == 1 and stream.session_id != first_id
