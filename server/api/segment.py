@@ -94,6 +94,8 @@ async def step_frame(
     ] = None,
 ) -> dict[str, object]:
     session = segmentation_session(state, session_id)
+    if not state.accepting:  # why: a drain waits for frames in flight; it must not admit more
+        raise ApiError(503, "not_ready", "the server is shutting down; the frame was not run")
     started = time.perf_counter()
     # why claimed before any await: concurrent REST frames (or a stream) get distinct indices
     index = session.last_index = (session.last_index if session.last_index is not None else -1) + 1

@@ -386,3 +386,22 @@ def test_concurrent_rest_frames_get_their_own_indices(
     assert sorted(r.json()["frame_index"] for r in answers) == [1, 2, 3]
     counters = httpx.get(url).json()
     assert (counters["frames_done"], counters["in_flight"], counters["dropped"]) == (4, 0, 0)
+
+
+def test_a_rest_frame_during_a_drain_is_refused(
+    xmem_server: RunningServer, xmem_vectors: Any, xmem_spec: dict[str, Any]
+) -> None:
+    """Once a drain has begun, a REST frame is answered 503 and is not taken in: the drain
+    waits for frames in flight, so it must not admit new ones."""
+    frames = xmem_vectors[f"{SEQ}/frames_u8"]
+    session = create(xmem_server, session_body(xmem_spec))
+    url = f"{xmem_server.url}/v1/sessions/{session['id']}"
+    xmem_server.state.accepting = False
+    try:
+        refused = httpx.post(f"{url}/frames", files={"image": png(frames[0])}, timeout=120)
+    finally:
+        xmem_server.state.accepting = True
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "not_ready"
+    info = httpx.get(url).json()
+    assert info["frames_in"] == 0 and info["in_flight"] == 0
+    httpx.delete(url)
