@@ -22,12 +22,12 @@ import numpy as np
 
 from models.mask_files import MASKS_JSON, frame_record, masks_document, png_name
 from models.rife.inference import timesteps_for_factor
-from models.video import DecodedFrame, VideoWriter, overlay, read_frames
+from models.video import DecodedFrame, VideoWriter, clock_for, overlay, read_frames
 from models.xmem.config import XMemConfig
 from models.xmem.inference_core import InferenceCore
 from server.jobs.store import InterpolationParams, Job, SegmentationParams
 from server.masks import decode_index_png, encode_index_png
-from server.scheduler import Overloaded, Priority
+from server.scheduler import Overloaded, Priority, ShuttingDown
 from server.tasks.interpolation import InterpolationService, PreparedFrame
 from server.tasks.segmentation import SegmentationService, Segmented
 
@@ -90,10 +90,12 @@ def _audio_of(job: Job) -> Path | None:
 
 
 async def _retrying(attempt: Callable[[], Any]) -> Any:
-    """``attempt()`` again while the engine queue for jobs is full."""
+    """``attempt()`` again while the engine queue for jobs is full (not once it is stopping)."""
     while True:
         try:
             return await attempt()
+        except ShuttingDown:
+            raise
         except Overloaded:
             await asyncio.sleep(OVERLOADED_RETRY_S)
 
@@ -119,6 +121,8 @@ async def run_interpolation(job: Job, service: InterpolationService) -> None:
         width=job.info.width,
         height=job.info.height,
         fps=job.info.fps * params.factor,
+        # why the source clock over N: every in-between of a pair lands on a whole tick
+        time_base=clock_for(job.info.fps * params.factor, job.info.time_base / params.factor),
         audio_from=_audio_of(job),
     )
     await io.run(writer.__enter__)
@@ -290,6 +294,7 @@ class _OverlaySink:
             width=job.info.width,
             height=job.info.height,
             fps=job.info.fps,
+            time_base=clock_for(job.info.fps, job.info.time_base),  # why: the source's pts, exactly
             audio_from=_audio_of(job),
         )
 

@@ -10,6 +10,7 @@ from server.scheduler.batcher import (
     ScheduledBatch,
     Scheduler,
     SchedulerConfig,
+    ShuttingDown,
     TooLarge,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "ScheduledBatch",
     "Scheduler",
     "SchedulerConfig",
+    "ShuttingDown",
     "TooLarge",
 ]

@@ -46,6 +46,11 @@ class Overloaded(RuntimeError):
     """The engine's queue is full; the caller should retry later (HTTP 429, close 1013)."""
 
 
+class ShuttingDown(Overloaded):
+    """The scheduler is stopping: unlike a full queue, retrying will not help (still a 429
+    to clients that cannot tell, as before)."""
+
+
 class TooLarge(ValueError):
     """More payloads at once than the queue can ever hold; retrying will not help."""
 
@@ -160,7 +165,7 @@ class Scheduler(Generic[P, R]):
         bound, so queued job rows never make a live stream see 429.
         """
         if self._stopping:
-            raise Overloaded(f"{self.name} is shutting down")
+            raise ShuttingDown(f"{self.name} is shutting down")
         if len(payloads) > self.config.max_queue_size:
             raise TooLarge(
                 f"{len(payloads)} rows at once never fit {self.name}'s queue of {self.config.max_queue_size}"
