@@ -42,7 +42,7 @@ def read_index_mask(path: Path) -> np.ndarray:
     return ids.astype(np.uint8)
 
 
-def _palette() -> list[int]:
+def voc_palette() -> list[int]:
     """The PASCAL VOC colour map (DAVIS masks use it): id → RGB by interleaving its bits."""
     colours = []
     for index in range(256):
@@ -61,5 +61,5 @@ def write_index_png(path: Path, ids: np.ndarray) -> None:
     """ids: uint8 H×W → a palette PNG whose pixel values are the ids."""
     height, width = ids.shape
     image = Image.frombytes("P", (width, height), np.ascontiguousarray(ids, dtype=np.uint8).tobytes())
-    image.putpalette(_palette())
+    image.putpalette(voc_palette())
     image.save(path, format="PNG")

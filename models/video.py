@@ -19,6 +19,8 @@ import av
 import numpy as np
 from av.container import InputContainer, OutputContainer
 
+from models.images import voc_palette
+
 # why 90 kHz: MPEG's clock; every common frame rate (24, 25, 30000/1001, 50, 60...) is a whole
 # number of its ticks, so a variable-rate source's timestamps survive at sub-millisecond precision
 DEFAULT_CLOCK = Fraction(1, 90000)
@@ -324,14 +326,9 @@ class VideoWriter:
 
 
 def palette() -> np.ndarray:
-    """uint8 256×3: a colour per object id, the PASCAL VOC / DAVIS map (each id's bits spread
-    over the high bits of R, G and B), so overlays match palette PNG masks."""
-    ids = np.arange(256)
-    colours = np.zeros((256, 3), np.int64)
-    for bit in range(8):
-        for channel in range(3):
-            colours[:, channel] |= ((ids >> (3 * bit + channel)) & 1) << (7 - bit)
-    return colours.astype(np.uint8)
+    """uint8 256×3: a colour per object id, the palette of index PNG masks (PASCAL VOC /
+    DAVIS), so overlays match them."""
+    return np.array(voc_palette(), np.uint8).reshape(256, 3)
 
 
 _PALETTE = palette()

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
+from models.rife.export import part_model
 from models.weights.registry import get_entry
 from server import __version__, logs
 from server.api import demo, deps, errors, health, interpolate, jobs, segment, sessions, stream
@@ -97,7 +98,7 @@ async def _load_interpolation(state: ServerState, model: str, config: SchedulerC
     state.interpolation[model] = service
     _record_engine(state, model, engine.describe(), lambda: service.scheduler.queue_depth)
     if engine.encoder is not None:
-        encoder = f"{model}.encoder"
+        encoder = part_model(model, "encoder")
         _record_engine(state, encoder, describe_runner(engine.encoder), lambda: 0)  # why 0: never queued
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from models import mask_files
-from models.images import _palette
+from models.images import voc_palette
 from models.mask_files import Rle
 
 Size = tuple[int, int]  # (height, width)
@@ -126,7 +126,7 @@ def encode_index_png(mask: np.ndarray) -> bytes:
     _check_uint8_2d(mask, "mask")
     height, width = mask.shape
     image = Image.frombytes("P", (width, height), np.ascontiguousarray(mask).tobytes())
-    image.putpalette(_palette())
+    image.putpalette(voc_palette())
     return _png_bytes(image)
 
 

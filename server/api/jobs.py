@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from models.rife.inference import check_scale, timesteps_for_factor
 from models.video import VideoError, VideoInfo, probe
 from models.xmem.config import XMemConfig
-from server.api.deps import JOBS_PATH, State
+from server.api.deps import JOBS_PATH, State, read_upload
 from server.api.errors import ApiError
 from server.api.interpolate import parse_threshold
 from server.api.sessions import DEFAULT_SIDE
@@ -190,11 +190,7 @@ async def _segmentation_params(
 ) -> SegmentationParams:
     if mask is None:
         raise ApiError(422, "invalid_request", "a segment job needs a mask: an index PNG of its first frame")
-    data = await mask.read(state.settings.max_message_bytes + 1)
-    if len(data) > state.settings.max_message_bytes:
-        raise ApiError(
-            413, "payload_too_large", f"the mask is larger than {state.settings.max_message_bytes} bytes"
-        )
+    data = await read_upload(state, mask, "the mask")
     ids = await asyncio.to_thread(_mask_ids, data, info)
     if not ids:
         raise ApiError(422, "empty_mask", "the mask has no object: every pixel is background (0)")

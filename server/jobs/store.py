@@ -38,15 +38,6 @@ class JobLimitReached(RuntimeError):
     """``VIDSERVE_MAX_JOBS`` jobs are kept already (429)."""
 
 
-class JobNotDone(RuntimeError):
-    """The job has no result (yet, or ever: it failed or was cancelled)."""
-
-    def __init__(self, job: Job) -> None:
-        detail = f": {job.error}" if job.error else ""
-        super().__init__(f"job {job.id} is {job.state.value}{detail}")
-        self.state = job.state
-
-
 @dataclass(frozen=True)
 class InterpolationParams:
     """What an interpolation job asked for."""

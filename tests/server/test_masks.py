@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from models.images import _palette
+from models.images import voc_palette
 from server.masks import (
     MaskError,
     decode_binary_png,
@@ -73,7 +73,7 @@ def test_index_png_round_trip_uses_the_davis_palette() -> None:
     data = encode_index_png(index)
     with Image.open(io.BytesIO(data)) as image:
         assert image.format == "PNG" and image.mode == "P"
-        assert image.getpalette() == _palette()
+        assert image.getpalette() == voc_palette()
     np.testing.assert_array_equal(decode_index_png(data, (37, 53)), index)
 
 
@@ -193,7 +193,7 @@ def test_binary_png_round_trip_in_every_mode() -> None:
         "RGB": Image.fromarray(rgb),
         "RGBA": Image.fromarray(rgba),
     }
-    images["P"].putpalette(_palette())
+    images["P"].putpalette(voc_palette())
     for mode, image in images.items():
         assert image.mode == mode
         decoded = decode_binary_png(png(image), (21, 35))
