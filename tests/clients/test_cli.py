@@ -148,7 +148,7 @@ def test_ctrl_c_stops_cleanly(rife_server: RunningServer, tmp_path: Path) -> Non
     try:
         assert process.stderr is not None
         progress = wait_for_progress(process.stderr.fileno(), timeout=60)
-        assert progress >= 1
+        assert progress < 300, "still mid-run when the signal lands"
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
     finally:

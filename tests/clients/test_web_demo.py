@@ -337,7 +337,7 @@ def test_segmentation_with_a_painted_mask(
     assert session["frames_failed"] == session["dropped"] == 0
     assert session["objects"] == [1, 2] and session["frame_size"] == [HEIGHT, WIDTH]
     # the first frame's mask is the painted one, so both objects were overlaid at least there
-    assert demo["objectsSeen"][:2] == [1, 2] and demo["overlaidFrames"] >= 1, demo
+    assert demo["objectsSeen"] == [1, 2] and demo["overlaidFrames"] >= 1, demo
 
 
 def test_interpolation_from_the_webcam(demo_server: RunningServer, artifacts: Path, tmp_path: Path) -> None:

@@ -126,10 +126,11 @@ def marks(core: InferenceCore) -> tuple[int, int, int, int]:
 def test_a_failed_batch_leaves_every_video_as_it_was(engines: XMemEngines) -> None:
     objects = [1, 2, 1]
     clips = [clip(seed, frames=9) for seed in range(3)]
-    alone = []
+    alone, solo = [], []
     for clip_frames, n in zip(clips, objects, strict=True):
         core = InferenceCore(engines, CONFIG)
         alone.append([core.step(f, first_mask(n) if i == 0 else None) for i, f in enumerate(clip_frames)])
+        solo.append(core)
 
     failing = XMemEngines(engines.encode_key, OneFrameOnly(engines.encode_value), engines.segment)
     cores = [InferenceCore(failing, CONFIG) for _ in clips]
@@ -153,7 +154,10 @@ def test_a_failed_batch_leaves_every_video_as_it_was(engines: XMemEngines) -> No
             torch.testing.assert_close(result.prob, want.prob, atol=1e-5, rtol=0)
     # memory frames 0, 2, 4, 6, 8 failed together; consolidation ran on the retried state
     assert failures == 5
-    assert all(core.state.memory.consolidations >= 1 for core in cores)
+    for core, twin in zip(cores, solo, strict=True):
+        m, t = core.state.memory, twin.state.memory
+        assert (m.consolidations, m.work.size, m.long.size) == (t.consolidations, t.work.size, t.long.size)
+        assert m.consolidations >= 1
 
 
 def test_a_frame_refused_before_its_batch_leaves_no_trace(engines: XMemEngines) -> None:

@@ -217,26 +217,46 @@ def test_segmentation_job_overlay_video(jobs_server: RunningServer, tmp_path: Pa
 def test_cancel_mid_run_frees_the_job_and_spares_the_other(
     jobs_server: RunningServer, tmp_path: Path
 ) -> None:
-    """Two segmentation jobs share batches; one is cancelled while running: its files and
-    reserved memory go, and the other finishes every frame."""
+    """Two segmentation jobs run side by side on the engine; one is cancelled while running:
+    it never reaches the engine again, its files and its reserved memory go at once, and the
+    other finishes every frame."""
+    scheduler = jobs_server.state.segmentation["xmem"].scheduler
+    owners: list[list[str]] = []
+    observe = scheduler.on_batch
+
+    def record(stats: BatchStats) -> None:
+        owners.append(stats.owners)
+        if observe is not None:
+            observe(stats)
+
     source, short = tmp_path / "long.mp4", tmp_path / "short.mp4"
     # why 100 frames: still running when the cancel lands, however slow or fast the machine
     write_video(source, panning_frames(100, *SIZE, step=1))
     write_video(short, panning_frames(6, *SIZE, step=1))
     mask = encode_index_png(np.pad(np.ones((20, 20), np.uint8), ((10, 18), (8, 36))))
-    job = submit(jobs_server, source, task="segment", mask=mask, processing_size=128).json()
-    other = submit(jobs_server, short, task="segment", mask=mask, processing_size=128).json()
-    assert jobs_server.metric("vidserve_segmentation_memory_reserved_bytes") > 0
-    deadline = time.monotonic() + 120
-    while httpx.get(f"{jobs_server.url}/v1/jobs/{job['id']}").json()["progress"]["frames_done"] < 1:
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(POLL_S)
-    deleted = httpx.delete(f"{jobs_server.url}/v1/jobs/{job['id']}")
+    scheduler.on_batch = record
+    try:
+        job = submit(jobs_server, source, task="segment", mask=mask, processing_size=128).json()
+        other = submit(jobs_server, short, task="segment", mask=mask, processing_size=128).json()
+        both_reserved = jobs_server.metric("vidserve_segmentation_memory_reserved_bytes")
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{jobs_server.url}/v1/jobs/{job['id']}").json()["progress"]["frames_done"] < 1:
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(POLL_S)
+        deleted = httpx.delete(f"{jobs_server.url}/v1/jobs/{job['id']}")
+        batches_at_cancel = len(owners)
+        other_reserved = jobs_server.metric("vidserve_segmentation_memory_reserved_bytes")
+        finished = wait_done(jobs_server, other["id"])
+    finally:
+        scheduler.on_batch = observe
     assert deleted.status_code == 200 and deleted.json()["state"] == "cancelled"
     assert deleted.json()["progress"]["frames_done"] < 100
     assert httpx.get(f"{jobs_server.url}/v1/jobs/{job['id']}").status_code == 404
     assert not (jobs_server.state.jobs.root / job["id"]).exists()
-    finished = wait_done(jobs_server, other["id"])
+    assert 0 < other_reserved < both_reserved, "the cancelled job's reservation went at once"
+    assert any(job["id"] in o for o in owners[:batches_at_cancel])
+    assert not any(job["id"] in o for o in owners[batches_at_cancel:]), "the cancelled job ran on"
+    assert any(other["id"] in o for o in owners)
     assert finished["state"] == "done" and finished["progress"]["frames_done"] == 6, finished["error"]
     httpx.delete(f"{jobs_server.url}/v1/jobs/{other['id']}")
     assert jobs_server.metric("vidserve_segmentation_memory_reserved_bytes") == 0
@@ -358,7 +378,8 @@ def test_a_live_stream_beside_a_running_job(jobs_server: RunningServer, tmp_path
     scheduler.on_batch = record
     try:
         source = tmp_path / "long.mp4"
-        write_video(source, panning_frames(30, *SIZE, step=1))
+        # why 120 frames (the bound): the job must still be running while the stream runs
+        write_video(source, panning_frames(120, *SIZE, step=1))
         job = submit(jobs_server, source, task="interpolate", factor=2).json()
         deadline = time.monotonic() + 60
         while httpx.get(f"{jobs_server.url}/v1/jobs/{job['id']}").json()["progress"]["frames_done"] < 2:
@@ -370,10 +391,13 @@ def test_a_live_stream_beside_a_running_job(jobs_server: RunningServer, tmp_path
                 results = list(stream.stream(panning_frames(6, *SIZE, step=2)))
             session.delete()
         job_running = httpx.get(f"{jobs_server.url}/v1/jobs/{job['id']}").json()["state"]
+        httpx.delete(f"{jobs_server.url}/v1/jobs/{job['id']}")
     finally:
         scheduler.on_batch = observe
     assert [len(r.frames) for r in results] == [0, 1, 1, 1, 1, 1]
-    live = [o for o in owners if any(not owner.startswith("job_") for owner in o)]
-    assert len(live) >= 5, "the live rows never reached the engine"
+    is_live = [any(not owner.startswith("job_") for owner in o) for o in owners]
+    live = [o for o, flag in zip(owners, is_live, strict=True) if flag]
+    assert len(live) == 5, "one engine call per live pair (the client sends one frame at a time)"
     assert all(not owner.startswith("job_") for o in live for owner in o), "a batch mixed live and job rows"
-    assert job_running in ("running", "done") and any(o[0].startswith("job_") for o in owners)
+    first, last = is_live.index(True), len(is_live) - 1 - is_live[::-1].index(True)
+    assert job_running == "running" and not all(is_live[first : last + 1]), "the job ran beside the stream"

@@ -20,6 +20,7 @@ from models.runtime import ENGINE_KINDS, EngineKind, TorchRunner
 from server.settings import Settings
 from tests.hashed_weights import hashed_state_dict
 from tests.server.support import RunningServer, decode, panning_frames, png, running_server
+from tests.server.test_interpolate import parts
 from tests.server.test_stream import create, stream
 
 MODEL = "rife-4.25"
@@ -94,7 +95,11 @@ def test_rest_encodes_the_pair_once_for_every_timestep(
     pair = panning_frames(2, step=3)
     before = encoder_calls(server)
     files = {"frame0": png(pair[0]), "frame1": png(pair[1])}
-    response = httpx.post(f"{server.url}/v1/interpolate", files=files, data={"timesteps": "0.4"}, timeout=120)
+    response = httpx.post(f"{server.url}/v1/interpolate", files=files, data={"factor": "4"}, timeout=120)
     assert response.status_code == 200, response.text
-    assert encoder_calls(server) - before == 2
-    assert_close(decode(response.content), to_uint8(reference.interpolate(pair[0], pair[1], [0.4])[0]))
+    assert encoder_calls(server) - before == 2  # each frame once, not once per timestep
+    want = reference.interpolate(pair[0], pair[1], [0.25, 0.5, 0.75])
+    got = parts(response)
+    assert [h["X-Timestep"] for h, _ in got] == ["0.25", "0.5", "0.75"]
+    for (_, body), expected in zip(got, want, strict=True):
+        assert_close(decode(body), to_uint8(expected))
