@@ -55,7 +55,8 @@ from models.repository import Format  # noqa: E402
 from models.runtime import ENGINE_KINDS, EngineKind, OnnxRunner  # noqa: E402
 from models.xmem.config import XMemConfig  # noqa: E402
 from models.xmem.export import XMemEngines, eager_engines, export_xmem, load_engines  # noqa: E402
-from models.xmem.inference_core import STRIDE, InferenceCore  # noqa: E402
+from models.xmem.inference_core import InferenceCore  # noqa: E402
+from models.xmem.network import STRIDE  # noqa: E402
 from tests.models.xmem_support import hashed_xmem  # noqa: E402
 
 T = TypeVar("T")

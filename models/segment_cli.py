@@ -49,8 +49,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, help="JSON of memory settings (XMemConfig fields) to override")
     p.add_argument("--engine", choices=ENGINE_KINDS, default="eager")
+    p.add_argument(
+        "--processing-size",
+        type=_side,
+        help="resize frames so their shorter side is this (XMem's evaluation uses 480; the server's "
+        "default), and bring the masks back to each frame's size; default: frames as given",
+    )
     p.add_argument("--out", type=Path, required=True, help="folder for one index PNG per frame")
     p.add_argument("--raw", action="store_true", help="also write (1+objects)×H×W float32 .npy probabilities")
+
+
+def _side(text: str) -> int:
+    side = int(text)
+    if side < 16:  # why: XMem's coarsest feature map has a stride of 16
+        raise argparse.ArgumentTypeError(f"--processing-size must be at least 16, got {side}")
+    return side
 
 
 def list_frames(folder: Path) -> list[Path]:
@@ -80,7 +93,7 @@ def run_segment(args: argparse.Namespace) -> int:
         raise ImageError(f"prompts for frames {beyond}, but {args.frames} holds {len(frames)} frames")
     config = read_config(args.config)
     engines = load_xmem_engines(args.model, resolve_weights(args.model, args.weights), args.engine)
-    core = InferenceCore(engines, config)
+    core = InferenceCore(engines, config, args.processing_size)
     args.out.mkdir(parents=True, exist_ok=True)
     for index, path in enumerate(tqdm(frames, unit="frame", desc="segmenting")):
         prompt = prompts.get(index)

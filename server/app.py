@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request, Response
 
 from models.rife.export import part_model
 from models.weights.registry import get_entry
+from models.xmem.inference_core import XMemState
 from server import __version__, logs
 from server.api import demo, deps, errors, health, interpolate, jobs, segment, sessions, stream
 from server.engines import describe_runner, load_rife_engine, load_xmem_engine_set
@@ -173,11 +174,9 @@ async def _cancel_queued(state: ServerState, session: Session) -> None:
         await state.segmentation[session.model].scheduler.cancel(session.id)
     state.budget.release(session.id)
     if isinstance(session, SegmentationSession):
-        # why the lock: a frame of this session may still be preparing in a worker thread;
-        # resetting under it would corrupt that frame (and the batch it joins). Once the
-        # lock is ours, run_frame refuses the closed session, so nothing touches it again.
-        async with session.lock:
-            session.xmem.reset()  # why: drop the tensors now, not when the last reference goes
+        # why now: drop the tensors, not when the last reference goes; a frame still on the
+        # engine works on its own copy, and run_frame does not adopt it into a closed session
+        session.xmem = XMemState.fresh(session.config)
 
 
 def _job_store(settings: Settings) -> JobStore:

@@ -8,6 +8,10 @@ The frames (one per video, all padded to one H×W) go through
 Videos with different object counts share a call through the engines' row layout: each
 video contributes its objects as rows, and ``frame_index`` names each row's frame.
 ``InferenceCore.step`` is this with one video, so batched and alone are the same code.
+
+Each work carries its video's state as data and the batch advances a copy of it, which the
+results hand back; so if any stage raises, no video has changed, and each frame can run
+again (alone, say) as if the batch had never been tried.
 """
 
 from __future__ import annotations
@@ -22,35 +26,22 @@ from models.xmem.inference_core import FrameWork, SegmentationInputError, StepRe
 
 
 def step_batch(engines: XMemEngines, works: Sequence[FrameWork]) -> list[StepResult]:
-    """Run one prepared frame of each video (``InferenceCore.begin``) → one result each.
-
-    Every video appears at most once: its stages depend on its previous frame's. All or
-    nothing: if any stage raises, every video is returned to its state before the batch, so
-    the frames can be run again (alone, say) as if the batch had never been tried.
-    """
+    """Run one prepared frame of each video (``begin``) → one result each, holding the
+    video's state after the frame. Every video appears at most once: its stages depend on
+    its previous frame's."""
     _check_batch(works)
-    saved = [work.core.snapshot() for work in works]
-    try:
-        return _run_stages(engines, works)
-    except BaseException:
-        for work, state in zip(works, saved, strict=True):
-            work.core.restore(state)
-        raise
-
-
-def _run_stages(engines: XMemEngines, works: Sequence[FrameWork]) -> list[StepResult]:
     for work in works:
-        work.core.start(work)
+        work.start()
     _encode_keys(engines, works)
     _segment(engines, [w for w in works if w.needs_segment])
     for work in works:
-        work.core.settle_prob(work)
-    _encode_values(engines, [w for w in works if w.core.needs_value(w)])
-    return [work.core.finish(work) for work in works]
+        work.settle_prob()
+    _encode_values(engines, [w for w in works if w.needs_value])
+    return [work.finish() for work in works]
 
 
 def _check_batch(works: Sequence[FrameWork]) -> None:
-    if len({id(w.core) for w in works}) != len(works):
+    if len({w.video for w in works}) != len(works):
         raise SegmentationInputError("a batch holds at most one frame of each video")
     if len({w.padded_hw for w in works}) > 1:
         raise SegmentationInputError(
@@ -84,9 +75,9 @@ def _segment(engines: XMemEngines, works: Sequence[FrameWork]) -> None:
     """Each video's readout, then one decoder call for all of them."""
     if not works:
         return
-    readouts = [w.core.readout(w) for w in works]  # n_i×CV×h×w each
+    readouts = [w.readout() for w in works]  # n_i×CV×h×w each
     counts = [r.shape[0] for r in readouts]
-    hidden = [w.core.state.hidden for w in works]  # n_i×k×h×w each
+    hidden = [w.state.hidden for w in works]  # n_i×k×h×w each
     logits, new_hidden = engines.segment(
         _cat([w.f16 for w in works]),
         _cat([w.f8 for w in works]),
@@ -98,7 +89,7 @@ def _segment(engines: XMemEngines, works: Sequence[FrameWork]) -> None:
     for work, part_logits, part_hidden in zip(
         works, _split(logits, counts), _split(new_hidden, counts), strict=True
     ):
-        work.core.take_segment(work, part_logits, part_hidden)
+        work.take_segment(part_logits, part_hidden)
 
 
 def _encode_values(engines: XMemEngines, works: Sequence[FrameWork]) -> None:
@@ -115,11 +106,11 @@ def _encode_values(engines: XMemEngines, works: Sequence[FrameWork]) -> None:
         torch.cat([w.image for w in works]),
         _cat([w.f16 for w in works]),
         _frame_rows(counts),
-        _cat([w.core.state.hidden for w in works]),
+        _cat([w.state.hidden for w in works]),
         torch.cat(masks),
         torch.cat(others),
     )
     for work, part_value, part_hidden in zip(
         works, _split(value, counts), _split(new_hidden, counts), strict=True
     ):
-        work.core.take_value(work, part_value, part_hidden)
+        work.take_value(part_value, part_hidden)

@@ -81,6 +81,23 @@ class XMemConfig:
         return cls().replace(**dict(values))
 
 
+@dataclass(frozen=True)
+class XMemWidths:
+    """The network's widths, which a checkpoint fixes (the first fields of ``XMemConfig``)."""
+
+    key_dim: int  # channels of the key and of the selection map
+    value_dim: int  # channels of each object's value
+    hidden_dim: int  # channels of each object's sensory memory
+
+    @classmethod
+    def of(cls, config: XMemConfig) -> XMemWidths:
+        return cls(config.key_dim, config.value_dim, config.hidden_dim)
+
+    def apply(self, config: XMemConfig) -> XMemConfig:
+        """``config``'s memory settings with these widths: what a video over these engines runs."""
+        return config.replace(key_dim=self.key_dim, value_dim=self.value_dim, hidden_dim=self.hidden_dim)
+
+
 def _check_names(overrides: Mapping[str, Any]) -> None:
     known = {f.name for f in dataclasses.fields(XMemConfig)}
     unknown = sorted(set(overrides) - known)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from models.repository import EngineMetadata, Format, TensorInfo, engine_dir, read_metadata, write_metadata
 from models.rife.export import exporter_versions
 from models.runtime import CPU_PROVIDERS, EngineKind, OnnxRunner, ProviderSpec, Runner, TorchRunner
+from models.xmem.config import XMemWidths
 from models.xmem.engines import ENGINE_NAMES, engine_modules
 from models.xmem.network import STRIDE, XMem
 
@@ -48,6 +49,7 @@ class XMemEngines:
     encode_key: Runner
     encode_value: Runner
     segment: Runner
+    widths: XMemWidths  # the checkpoint's: every video over these engines uses them
 
     @property
     def kind(self) -> EngineKind:
@@ -280,10 +282,11 @@ def load_engines(
             runners[name] = OnnxRunner(folder / file, providers)
         else:
             runners[name] = TorchRunner.load_torchscript(folder / file, half_input_positions(inputs), device)
-    return XMemEngines(**runners)
+    return XMemEngines(**runners, widths=XMemWidths(**metadata.extra["dims"]))
 
 
 def eager_engines(net: XMem, *, device: torch.device | str = "cpu") -> XMemEngines:
     """The three engines over ``net`` itself (eager torch, shared weights)."""
     modules = engine_modules(net)
-    return XMemEngines(**{name: TorchRunner(modules[name], "eager", device=device) for name in ENGINE_NAMES})
+    runners = {name: TorchRunner(modules[name], "eager", device=device) for name in ENGINE_NAMES}
+    return XMemEngines(**runners, widths=XMemWidths(net.key_dim, net.value_dim, net.hidden_dim))

@@ -17,7 +17,24 @@ from torch import Tensor
 
 from models.xmem.config import XMemConfig
 from models.xmem.kv_store import KeyValueStore
+from models.xmem.network import STRIDE
 from models.xmem.readout import gather_readout, query_chunks, similarity, topk_softmax, usage_of
+
+FLOAT_BYTES = 4
+USAGE_FLOATS = 2  # why: each memory element keeps a usage and a life count (the LFU rule)
+
+
+def memory_bound_bytes(config: XMemConfig, frame_hw: tuple[int, int], objects: int) -> int:
+    """The most one video's memory can hold, for frames of ``frame_hw`` (as processed) and
+    ``objects`` objects: working memory just before it consolidates, a full long-term
+    memory, and the sensory memory, all float32, at ``config``'s widths (the checkpoint's)."""
+    positions = -(-frame_hw[0] // STRIDE) * -(-frame_hw[1] // STRIDE)  # memory elements per frame
+    per_element = FLOAT_BYTES * (2 * config.key_dim + 1 + USAGE_FLOATS + config.value_dim * objects)
+    elements = (config.max_mid_term_frames + 1) * positions
+    if config.enable_long_term:
+        elements += config.max_long_term_elements + config.num_prototypes
+    sensory = FLOAT_BYTES * objects * config.hidden_dim * positions
+    return elements * per_element + sensory
 
 
 @dataclass

@@ -23,7 +23,6 @@ from server.jobs.runner import run_interpolation, run_segmentation
 from server.jobs.store import InterpolationParams, Job, JobParams, JobWork, SegmentationParams
 from server.masks import decode_index_png
 from server.state import ServerState
-from server.tasks.segmentation import memory_bound_bytes, padded_positions, processing_hw
 
 router = APIRouter(prefix=JOBS_PATH, tags=["jobs"])
 
@@ -59,7 +58,7 @@ async def submit_job(
             params = _interpolation_params(state, factor, scale, scene_change_threshold)
         else:
             params = await _segmentation_params(state, info, mask, mask_frame, processing_size, output)
-            state.budget.reserve(job_id, _reservation(info, params))
+            state.budget.reserve(job_id, _reservation(state, service_model, info, params))
         limit = state.settings.max_job_frames
         name = Path(video.filename or source.name).name
         job = Job(job_id, task, service_model, params, folder, source, name, info, frames_total, limit)
@@ -213,10 +212,11 @@ def _mask_ids(data: bytes, info: VideoInfo) -> list[int]:
     return [int(i) for i in np.unique(index) if i != 0]
 
 
-def _reservation(info: VideoInfo, params: SegmentationParams) -> int:
+def _reservation(state: ServerState, model: str, info: VideoInfo, params: SegmentationParams) -> int:
     """The job's worst-case XMem memory, exact now that the frame size is known."""
-    height, width = processing_hw(info.height, info.width, params.processing_size)
-    return memory_bound_bytes(XMemConfig(), padded_positions(height, width), len(params.objects))
+    service = state.segmentation[model]
+    hw = (info.height, info.width)
+    return service.memory_bound(XMemConfig(), hw, params.processing_size, len(params.objects))
 
 
 def _work(state: ServerState) -> JobWork:

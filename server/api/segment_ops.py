@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.xmem.inference_core import SegmentationInputError
+from models.xmem.inference_core import SegmentationInputError, XMemState
 from server.masks import (
     MaskError,
     check_mask_pixels,
@@ -28,7 +28,7 @@ from server.masks import (
 from server.scheduler import Cancelled
 from server.sessions import PendingMask, SegmentationSession
 from server.state import ServerState
-from server.tasks.segmentation import Segmented, memory_bound_bytes, padded_positions, processing_hw
+from server.tasks.segmentation import Segmented
 
 ObjectId = Annotated[int, Field(ge=1, le=255)]
 
@@ -123,7 +123,7 @@ def tracked_after(session: SegmentationSession) -> set[int]:
     if session.pending_reset:
         tracked: set[int] = set()
     else:
-        tracked = set(session.xmem.state.object_ids) - set(session.pending_removals)
+        tracked = set(session.xmem.object_ids) - set(session.pending_removals)
     if session.pending_mask is not None:
         tracked |= set(_mask_ids(session.pending_mask))
     return tracked
@@ -197,7 +197,7 @@ async def run_frame(
         reserve_for_size(state, session, pixels.shape[0], pixels.shape[1])
         apply_controls(session)
         queued = session.pending_mask
-        before = (session.xmem.state.memory.consolidations, session.xmem.state.memory.long_term_removals)
+        before = (session.xmem.memory.consolidations, session.xmem.memory.long_term_removals)
         # why not segmentation_service(): it refuses new work during a drain, and this frame
         # was admitted before it; in-flight frames finish
         service = state.segmentation[session.model]
@@ -209,10 +209,12 @@ async def run_frame(
             mask.objects if mask else None,
             session.processing_size,
         )
+        if not session.core.closed.is_set():  # why: a closed session's memory stays freed
+            session.xmem = result.state
         if session.pending_mask is queued:  # why: a mask queued while this frame ran is kept
             session.pending_mask = None
         session.size = (pixels.shape[0], pixels.shape[1])
-        memory = session.xmem.state.memory
+        memory = session.xmem.memory
         state.metrics.consolidations.inc(memory.consolidations - before[0])
         state.metrics.long_term_removals.inc(memory.long_term_removals - before[1])
         return result
@@ -243,8 +245,10 @@ def reserve_for_size(state: ServerState, session: SegmentationSession, height: i
     """Once the frame size is known, hold exactly the session's worst case."""
     if session.size is not None:
         return
-    hw = processing_hw(height, width, session.processing_size)
-    bound = memory_bound_bytes(session.config, padded_positions(*hw), session.max_objects)
+    service = state.segmentation[session.model]
+    bound = service.memory_bound(
+        session.config, (height, width), session.processing_size, session.max_objects
+    )
     state.budget.reserve(session.id, bound)
     session.reserved_bytes = bound
 
@@ -252,13 +256,13 @@ def reserve_for_size(state: ServerState, session: SegmentationSession, height: i
 def apply_controls(session: SegmentationSession) -> None:
     """Queued reset and removals, between this session's frames."""
     if session.pending_reset:
-        session.xmem.reset()
+        session.xmem = XMemState.fresh(session.config)
         session.pending_reset = False
     for object_id in session.pending_removals:
         # why the check: the removal may have been accepted for an object whose first frame was
         # then rolled back (its batch failed); removing an unknown id would fail every frame
-        if object_id in session.xmem.state.object_ids:
-            session.xmem.remove_object(object_id)
+        if object_id in session.xmem.object_ids:
+            session.xmem = session.xmem.without_object(object_id)
     session.pending_removals.clear()
 
 

@@ -12,13 +12,11 @@ from models.rife.inference import timesteps_for_factor
 from models.rife.scene import DEFAULT_SCENE_CHANGE_THRESHOLD
 from models.rife.spec import SCALES
 from models.xmem.config import XMemConfig
-from models.xmem.inference_core import InferenceCore
 from server.api.deps import State
 from server.api.errors import ApiError
 from server.media import ImageFormat
 from server.sessions import InterpolationSession, SegmentationSession, SessionState
 from server.sessions.store import new_core
-from server.tasks.segmentation import memory_bound_bytes, padded_positions
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -148,13 +146,12 @@ def new_segmentation(body: SegmentationSessionCreate, state: State) -> Segmentat
     # why this guess: the frame size is unknown until the first frame; assume up to 2:1 at the
     # processing size (or the pixel limit), and settle the exact figure on that frame
     side = body.processing_size or DEFAULT_SIDE
-    positions = padded_positions(side, 2 * side)
-    reserved = memory_bound_bytes(config, positions, max_objects)
+    reserved = service.memory_bound(config, (side, 2 * side), None, max_objects)
     state.budget.reserve(core.id, reserved)
     return SegmentationSession(
         core=core,
         model=service.model,
-        xmem=InferenceCore(service.engines, config),
+        xmem=service.fresh(config),
         processing_size=body.processing_size,
         max_objects=max_objects,
         output_format=body.output_format,

@@ -19,7 +19,6 @@ from models.runtime import EngineKind, ProviderSpec, Runner
 from models.weights.fetch import FetchError, fetch
 from models.weights.registry import get_entry
 from models.xmem.config import XMemConfig
-from models.xmem.engines import ENGINE_NAMES
 from models.xmem.export import XMemEngines
 from models.xmem.inference_core import InferenceCore
 from models.xmem.loading import load_xmem_engines
@@ -161,9 +160,11 @@ def load_xmem_engine_set(
         )
     except ValueError as exc:
         raise EngineError(f"{model}: {exc}") from exc
-    metered = XMemEngines(
-        *(MeteredRunner(getattr(engines, name), f"{model}.{name}", observe) for name in ENGINE_NAMES)
-    )
+
+    def meter(name: str) -> MeteredRunner:
+        return MeteredRunner(getattr(engines, name), f"{model}.{name}", observe)
+
+    metered = XMemEngines(meter("encode_key"), meter("encode_value"), meter("segment"), engines.widths)
     warm_up_xmem(engines)
     return metered, backend
 

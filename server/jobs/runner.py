@@ -24,7 +24,7 @@ from models.mask_files import MASKS_JSON, frame_record, masks_document, png_name
 from models.rife.inference import timesteps_for_factor
 from models.video import DecodedFrame, VideoWriter, clock_for, overlay, read_frames
 from models.xmem.config import XMemConfig
-from models.xmem.inference_core import InferenceCore
+from models.xmem.inference_core import XMemState
 from server.jobs.store import InterpolationParams, Job, SegmentationParams
 from server.masks import decode_index_png, encode_index_png
 from server.scheduler import Overloaded, Priority, ShuttingDown
@@ -199,23 +199,20 @@ async def run_segmentation(job: Job, service: SegmentationService) -> None:
     params = job.params
     assert isinstance(params, SegmentationParams)
     mask = decode_index_png(params.mask, (job.info.height, job.info.width))  # uint8 H×W ids
-    core = InferenceCore(service.engines, XMemConfig())
+    video = service.fresh(XMemConfig())
     io = JobIO(job)
     sink: _MaskSink = _ZipSink(job, params.objects) if params.output == "zip" else _OverlaySink(job)
     await io.run(sink.open)
     try:
         async with aclosing(frames_of(job, io)) as frames:
             async for frame in frames:
-                index_mask = await _segment(job, service, core, frame, mask, params)
+                index_mask, video = await _segment(job, service, video, frame, mask, params)
                 await io.run(sink.add, frame, index_mask)
                 job.frames_done += 1
         if job.frames_done <= params.mask_frame:  # why: containers like MKV declare no count
             raise NoFrames(f"mask_frame {params.mask_frame} is past the video's {job.frames_done} frames")
         await io.run(sink.finish)
-        core.reset()  # why: drop the memories now, not when the job record goes
     except BaseException:
-        # why no reset here: a cancelled job's frame may still be in a batch on the engine
-        # (beside other jobs' frames); the core is freed once that batch lets go of it
         await io.run(sink.abort)
         raise
     finally:
@@ -226,20 +223,21 @@ async def run_segmentation(job: Job, service: SegmentationService) -> None:
 async def _segment(
     job: Job,
     service: SegmentationService,
-    core: InferenceCore,
+    video: XMemState,
     frame: DecodedFrame,
     mask: np.ndarray,
     params: SegmentationParams,
-) -> np.ndarray:
-    """frame → uint8 H×W ids; frames before the mask's frame have no objects yet."""
+) -> tuple[np.ndarray, XMemState]:
+    """frame → uint8 H×W ids and the video after it; frames before the mask's frame have
+    no objects yet."""
     is_before_mask = frame.index < params.mask_frame
     if is_before_mask:
-        return np.zeros(frame.rgb.shape[:2], np.uint8)
+        return np.zeros(frame.rgb.shape[:2], np.uint8), video
     given = mask if frame.index == params.mask_frame else None
     result: Segmented = await _retrying(
-        lambda: service.step(job.id, core, frame.rgb, given, None, params.processing_size, Priority.BATCH)
+        lambda: service.step(job.id, video, frame.rgb, given, None, params.processing_size, Priority.BATCH)
     )
-    return result.index_mask
+    return result.index_mask, result.state
 
 
 class _MaskSink(Protocol):

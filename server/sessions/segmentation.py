@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 
 from models.xmem.config import XMemConfig
-from models.xmem.inference_core import InferenceCore
+from models.xmem.inference_core import XMemState
 from server.sessions.store import SessionCore
 
 MaskFormat = Literal["png", "rle"]
@@ -30,7 +30,7 @@ class SegmentationSession:
 
     core: SessionCore  # id, life-cycle and counters every task shares
     model: str  # registry name of the XMem model
-    xmem: InferenceCore  # this video's memories and objects; the engines are shared
+    xmem: XMemState  # this video's memories, objects and counters; the engines are shared
     processing_size: int | None  # shorter side frames are resized to (None: as given)
     max_objects: int  # objects the session may track at once
     output_format: MaskFormat  # index PNG or COCO RLE per object
@@ -55,14 +55,14 @@ class SegmentationSession:
 
     def memory_bytes(self) -> dict[str, int]:
         """Bytes by tier: working, long-term and sensory memory."""
-        state = self.xmem.state
+        state = self.xmem
         tiers = state.memory.nbytes()
         hidden = state.hidden
         tiers["sensory"] = 0 if hidden is None else hidden.numel() * hidden.element_size()
         return tiers
 
     def memory_elements(self) -> dict[str, int]:
-        memory = self.xmem.state.memory
+        memory = self.xmem.memory
         return {"working": memory.work.size, "long_term": memory.long.size}
 
     def public(self) -> dict[str, object]:
@@ -72,8 +72,8 @@ class SegmentationSession:
             **self.core.public(),
             "task": self.task,
             "model": self.model,
-            "objects": sorted(self.xmem.state.object_ids),
-            "frames_processed": self.xmem.state.frame_index + 1,
+            "objects": sorted(self.xmem.object_ids),
+            "frames_processed": self.xmem.frame_index + 1,
             "frame_size": list(self.size) if self.size else None,
             "processing_size": self.processing_size,
             "max_objects": self.max_objects,
@@ -83,8 +83,8 @@ class SegmentationSession:
                 "elements": self.memory_elements(),
                 "bytes": self.memory_bytes(),
                 "reserved_bytes": self.reserved_bytes,
-                "consolidations": self.xmem.state.memory.consolidations,
-                "long_term_removals": self.xmem.state.memory.long_term_removals,
+                "consolidations": self.xmem.memory.consolidations,
+                "long_term_removals": self.xmem.memory.long_term_removals,
             },
             "settings": {
                 "mem_every": config.mem_every,

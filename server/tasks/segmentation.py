@@ -13,27 +13,24 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
 from models.xmem.batch import step_batch
 from models.xmem.config import XMemConfig
 from models.xmem.export import XMemEngines
-from models.xmem.inference_core import STRIDE, FrameWork, InferenceCore, StepResult
+from models.xmem.inference_core import FrameWork, StepResult, XMemState, at_input_size, begin, processing_hw
+from models.xmem.memory_manager import memory_bound_bytes
 from server.scheduler import BatchStats, Priority, Scheduler, SchedulerConfig
-
-FLOAT_BYTES = 4
-USAGE_FLOATS = 2  # why: each memory element keeps a usage and a life count (LFU rule)
 
 
 @dataclass(frozen=True)
 class Segmented:
-    """One frame's answer at the input size."""
+    """One frame's answer at the input size, and the video after it."""
 
     index_mask: np.ndarray  # uint8 H×W: the most probable object id per pixel, 0 background
     prob: np.ndarray  # float32 (1+N)×H×W: background, then ``object_ids``
     object_ids: list[int]  # tracked objects, ascending
     is_memory_frame: bool
+    state: XMemState  # the video after this frame: adopt it to go on
 
     @property
     def present(self) -> list[int]:
@@ -52,30 +49,6 @@ class SegmentExecutor:
         return step_batch(self.engines, works)
 
 
-def processing_hw(height: int, width: int, size: int | None) -> tuple[int, int]:
-    """XMem's evaluation resize: the shorter side becomes ``size`` (None: as given)."""
-    if size is None:
-        return height, width
-    scale = size / min(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def padded_positions(height: int, width: int) -> int:
-    """Memory elements per frame: positions of the stride-16 feature map."""
-    return -(-height // STRIDE) * -(-width // STRIDE)
-
-
-def memory_bound_bytes(config: XMemConfig, positions: int, objects: int) -> int:
-    """The most one session's memory can hold: working memory just before it consolidates,
-    a full long-term memory, and the sensory memory (float32 everywhere)."""
-    per_element = FLOAT_BYTES * (2 * config.key_dim + 1 + USAGE_FLOATS + config.value_dim * objects)
-    elements = (config.max_mid_term_frames + 1) * positions
-    if config.enable_long_term:
-        elements += config.max_long_term_elements + config.num_prototypes
-    sensory = FLOAT_BYTES * objects * config.hidden_dim * positions
-    return elements * per_element + sensory
-
-
 class SegmentationService:
     """One XMem model being served: its shared engines, its scheduler, and the pipeline."""
 
@@ -92,10 +65,22 @@ class SegmentationService:
             model, SegmentExecutor(engines), config, on_batch
         )
 
+    @property
+    def device(self) -> torch.device:
+        return getattr(self.engines.encode_key, "device", torch.device("cpu"))
+
+    def fresh(self, config: XMemConfig) -> XMemState:
+        """A new video over these engines (the checkpoint's widths, ``config``'s memory)."""
+        return XMemState.fresh(self.engines.widths.apply(config))
+
+    def memory_bound(self, config: XMemConfig, hw: tuple[int, int], size: int | None, objects: int) -> int:
+        """The most a video of frames ``hw`` (H, W as given) can hold, resized to ``size``."""
+        return memory_bound_bytes(self.engines.widths.apply(config), processing_hw(*hw, size), objects)
+
     async def step(
         self,
         owner: str,
-        core: InferenceCore,
+        state: XMemState,
         frame: np.ndarray,
         mask: np.ndarray | None,
         objects: Sequence[int] | None,
@@ -105,33 +90,18 @@ class SegmentationService:
         """frame: uint8 H×W×3; mask: uint8 H×W ids or None → the frame's masks at H×W.
 
         ``objects`` limits which ids of ``mask`` are set (the others keep their prediction).
-        Raises ``SegmentationInputError`` before any state changes for a bad frame or mask.
+        Raises ``SegmentationInputError`` before anything runs for a bad frame or mask.
         """
-        height, width = frame.shape[:2]
-        work = await asyncio.to_thread(_begin, core, frame, mask, objects, processing_hw(height, width, size))
+        work = await asyncio.to_thread(
+            begin, state, frame, mask, objects, video=owner, device=self.device, processing_size=size
+        )
         (result,) = await asyncio.gather(*self.scheduler.submit(owner, work.padded_hw, [work], priority))
-        return await asyncio.to_thread(_to_input_size, result, height, width)
-
-
-def _begin(
-    core: InferenceCore,
-    frame: np.ndarray,
-    mask: np.ndarray | None,
-    objects: Sequence[int] | None,
-    hw: tuple[int, int],
-) -> FrameWork:
-    if hw != frame.shape[:2]:
-        frame = np.array(Image.fromarray(frame).resize((hw[1], hw[0]), Image.Resampling.BILINEAR))
-        if mask is not None:
-            mask = np.array(Image.fromarray(mask).resize((hw[1], hw[0]), Image.Resampling.NEAREST))
-    return core.begin(frame, mask, objects)
+        return await asyncio.to_thread(_to_input_size, result, *frame.shape[:2])
 
 
 def _to_input_size(result: StepResult, height: int, width: int) -> Segmented:
     """prob (1+N)×h×w → bilinear to H×W (as XMem's evaluation does), then argmax."""
-    prob = result.prob.float()
-    if tuple(prob.shape[-2:]) != (height, width):
-        prob = F.interpolate(prob[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-    ids = torch.tensor([0, *result.object_ids], dtype=torch.uint8)
-    index = ids[prob.argmax(0).cpu()].numpy()
-    return Segmented(index, prob.cpu().numpy(), list(result.object_ids), result.is_memory_frame)
+    resized = at_input_size(result, height, width)
+    prob = resized.prob.float().cpu()
+    index = resized.index_mask()
+    return Segmented(index, prob.numpy(), list(result.object_ids), result.is_memory_frame, result.state)

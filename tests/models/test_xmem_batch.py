@@ -3,6 +3,8 @@ engine per step, whatever their object counts."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from models.runtime import Runner
 from models.xmem.batch import step_batch
 from models.xmem.config import XMemConfig
 from models.xmem.export import XMemEngines, eager_engines
-from models.xmem.inference_core import InferenceCore, SegmentationInputError
+from models.xmem.inference_core import InferenceCore, SegmentationInputError, XMemState
 from tests.models.xmem_support import hashed_xmem
 
 CONFIG = XMemConfig(
@@ -38,10 +40,11 @@ class CountingRunner:
 
 
 def counted(engines: XMemEngines) -> XMemEngines:
-    return XMemEngines(
-        CountingRunner(engines.encode_key),
-        CountingRunner(engines.encode_value),
-        CountingRunner(engines.segment),
+    return dataclasses.replace(
+        engines,
+        encode_key=CountingRunner(engines.encode_key),
+        encode_value=CountingRunner(engines.encode_value),
+        segment=CountingRunner(engines.segment),
     )
 
 
@@ -85,7 +88,7 @@ def test_batched_videos_equal_videos_alone(engines: XMemEngines) -> None:
             core.begin(c[i], first_mask(n) if i == 0 else None)
             for core, c, n in zip(cores, clips, objects, strict=True)
         ]
-        results = step_batch(shared, works)
+        results = [core.adopt(r) for core, r in zip(cores, step_batch(shared, works), strict=True)]
         key, value, segment = (a - b for a, b in zip(calls(shared), before, strict=True))
         assert key == 1 and segment == (0 if i == 0 else 1) and value <= 1
         for video, result in enumerate(results):
@@ -119,7 +122,10 @@ class OneFrameOnly:
 
 def marks(core: InferenceCore) -> tuple[int, int, int, int]:
     """What a step changes: the frame counter, the sensory memory (which tensor), the memory sizes."""
-    s = core.state
+    return marks_of(core.state)
+
+
+def marks_of(s: XMemState) -> tuple[int, int, int, int]:
     return s.frame_index, id(s.hidden), s.memory.work.size, s.memory.long.size
 
 
@@ -132,7 +138,7 @@ def test_a_failed_batch_leaves_every_video_as_it_was(engines: XMemEngines) -> No
         alone.append([core.step(f, first_mask(n) if i == 0 else None) for i, f in enumerate(clip_frames)])
         solo.append(core)
 
-    failing = XMemEngines(engines.encode_key, OneFrameOnly(engines.encode_value), engines.segment)
+    failing = dataclasses.replace(engines, encode_value=OneFrameOnly(engines.encode_value))
     cores = [InferenceCore(failing, CONFIG) for _ in clips]
     failures = 0
     for i in range(len(clips[0])):
@@ -145,8 +151,12 @@ def test_a_failed_batch_leaves_every_video_as_it_was(engines: XMemEngines) -> No
             results = step_batch(failing, works)
         except RuntimeError:
             failures += 1
-            assert [marks(core) for core in cores] == before  # Segment's new hidden state was undone
+            # Segment gave each work's copy a new hidden state; the videos themselves are untouched
+            assert [marks(core) for core in cores] == before
+            assert all(work.state is not work.base for work in works)
+            assert [marks_of(work.base) for work in works] == before
             results = [step_batch(failing, [work])[0] for work in works]  # as the scheduler retries
+        results = [core.adopt(r) for core, r in zip(cores, results, strict=True)]
         for video, result in enumerate(results):
             want = alone[video][i]
             assert result.object_ids == want.object_ids

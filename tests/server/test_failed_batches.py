@@ -5,6 +5,7 @@ the failure never happened (``step_batch`` rolls them back)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -55,8 +56,10 @@ def test_a_failed_batch_fails_only_the_row_that_fails_alone(engines: XMemEngines
     objects and sensory memory) and are rerun alone; video 2's poison frame fails alone.
     Every video then goes on exactly as if it had been stepped alone, without the failures."""
     # the too-big fault in EncodeValue, the poison in EncodeKey
-    faulty = XMemEngines(
-        Faulty(engines.encode_key, too_big=False), OneFrameOnly(engines.encode_value), engines.segment
+    faulty = dataclasses.replace(
+        engines,
+        encode_key=Faulty(engines.encode_key, too_big=False),
+        encode_value=OneFrameOnly(engines.encode_value),
     )
     clips = [clip(seed, frames=4) for seed in range(3)]
     poison = np.full_like(clips[2][2], POISON)  # video 2's frame 2
@@ -85,7 +88,7 @@ def test_a_failed_batch_fails_only_the_row_that_fails_alone(engines: XMemEngines
                 futures.append(future)
             gathered = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 120)
             for video, got in enumerate(gathered):
-                answers[video].append(got)
+                answers[video].append(cores[video].adopt(got) if isinstance(got, StepResult) else got)
         await scheduler.stop()
         return answers, batches
 
@@ -111,7 +114,7 @@ def test_a_failed_batch_fails_only_the_row_that_fails_alone(engines: XMemEngines
 
 
 def test_a_single_failed_row_is_not_run_twice(engines: XMemEngines) -> None:
-    faulty = XMemEngines(Faulty(engines.encode_key), engines.encode_value, engines.segment)
+    faulty = dataclasses.replace(engines, encode_key=Faulty(engines.encode_key))
 
     async def run() -> list[BatchStats]:
         batches: list[BatchStats] = []
@@ -134,7 +137,7 @@ def test_a_single_failed_row_is_not_run_twice(engines: XMemEngines) -> None:
 def test_an_owners_other_rows_take_its_first_error_without_running(engines: XMemEngines) -> None:
     """Rows submitted together (one pair's timesteps) are answered together: once one fails
     alone, its siblings take the same error instead of each costing an engine call."""
-    faulty = XMemEngines(Faulty(engines.encode_key), engines.encode_value, engines.segment)
+    faulty = dataclasses.replace(engines, encode_key=Faulty(engines.encode_key))
     frames = clip(3, frames=1)
 
     async def run() -> tuple[list[StepResult | BaseException], list[BatchStats], InferenceCore]:
@@ -207,7 +210,7 @@ def test_a_removal_of_an_object_its_failed_frame_never_added_is_dropped(engines:
     session = SegmentationSession(
         core=SessionCore(id="s", created_at=0.0, last_activity=0.0),
         model="xmem",
-        xmem=core,
+        xmem=core.state,
         processing_size=None,
         max_objects=4,
         output_format="png",
@@ -216,4 +219,4 @@ def test_a_removal_of_an_object_its_failed_frame_never_added_is_dropped(engines:
         pending_removals=[3, 2],
     )
     apply_controls(session)
-    assert core.state.object_ids == [1] and session.pending_removals == []
+    assert session.xmem.object_ids == [1] and session.pending_removals == []
