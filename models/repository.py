@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from models.settings import StoreSettings
+
 Format = Literal["onnx", "torchscript"]
 FORMATS: tuple[Format, ...] = ("onnx", "torchscript")
 ENGINE_FILES: dict[Format, str] = {"onnx": "model.onnx", "torchscript": "model.ts"}
@@ -24,11 +26,7 @@ ENGINE_FILES: dict[Format, str] = {"onnx": "model.onnx", "torchscript": "model.t
 
 def default_repository() -> Path:
     """``VIDSERVE_MODEL_REPOSITORY``, else ``<cache>/model_repository``."""
-    explicit = os.environ.get("VIDSERVE_MODEL_REPOSITORY")
-    if explicit:
-        return Path(explicit)
-    cache = os.environ.get("VIDSERVE_CACHE_DIR") or Path.home() / ".cache" / "vidserve"
-    return Path(cache) / "model_repository"
+    return StoreSettings().repository
 
 
 @dataclass(frozen=True)

