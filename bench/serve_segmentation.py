@@ -70,9 +70,9 @@ from serve_interpolation import (  # noqa: E402
 from websockets.asyncio.client import ClientConnection  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
-from server.masks import encode_index_png  # noqa: E402
 from server.metrics import BATCH_BUCKETS  # noqa: E402
 from server.settings import Settings  # noqa: E402
+from server.tasks.segmentation.masks import encode_index_png  # noqa: E402
 from tests.server.support import RunningServer, running_server  # noqa: E402
 
 MODEL = "xmem"

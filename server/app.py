@@ -9,32 +9,29 @@ import logging
 import secrets
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
-from models.rife.export import part_model
-from models.weights.registry import get_entry
-from models.xmem.inference_core import XMemState
 from server import __version__, logs
-from server.api import demo, deps, errors, health, interpolate, jobs, segment, sessions, stream
-from server.engines import describe_runner, load_rife_engine, load_xmem_engine_set
+from server.api import demo, deps, errors, health, jobs, models, sessions, stream
+from server.engines.engine import EngineError, EngineSet
 from server.jobs.store import Job, JobState, JobStore
 from server.metrics import Metrics
 from server.scheduler import SchedulerConfig
-from server.sessions import MemoryBudget, SegmentationSession, SessionStore
+from server.sessions import MemoryBudget, SessionStore
 from server.sessions.store import Session
 from server.settings import Settings
-from server.state import ServerState
-from server.tasks.interpolation import InterpolationService
-from server.tasks.segmentation import SegmentationService
+from server.state import ModelState, ServedModel, ServerState
+from server.tasks.base import LoadContext, ModelService, Task
+from server.tasks.registry import TASKS
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, tasks: Sequence[Task[Any, Any]] = TASKS) -> FastAPI:
     settings = settings or Settings()
     state = ServerState(
         settings,
@@ -42,17 +39,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         SessionStore(settings.max_sessions, settings.session_ttl_s),
         MemoryBudget(settings.memory_budget_bytes),
         _job_store(settings),
+        tuple(tasks),
     )
     app = FastAPI(
         title="vidserve",
         version=__version__,
-        summary="Real-time video inference: RIFE frame interpolation and XMem segmentation",
+        summary="Real-time video inference: " + ", ".join(t.title for t in tasks),
         lifespan=lifespan,
     )
     app.state.server = state
-    for module in (health, interpolate, sessions, segment, stream, jobs, demo):
-        app.include_router(module.router)
-    errors.install(app)
+    routers = [health.router, models.router, sessions.build_router(tasks), stream.router]
+    routers += [jobs.build_router(tasks), demo.router, *(t.router for t in tasks if t.router is not None)]
+    for router in routers:
+        app.include_router(router)
+    errors.install(app, [e for t in tasks for e in t.errors])
     app.add_middleware(deps.BodyLimit)
     app.middleware("http")(count_requests)
     _register_gauges(state)
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServerState = app.state.server
-    state.sessions.on_close.append(lambda session: _cancel_queued(state, session))
+    state.sessions.on_close.append(lambda session: _session_closed(state, session))
     state.jobs.on_finish.append(lambda job: _job_finished(state, job))
     loader = asyncio.create_task(load_models(state), name="load-models")
     reaper = asyncio.create_task(reap_idle_sessions(state), name="reap-sessions")
@@ -73,43 +73,37 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 async def load_models(state: ServerState) -> None:
-    """Load, export if needed, and warm every configured engine; then report ready."""
+    """Load, export if needed, and warm every configured model, side by side; each is served
+    as soon as it is ready, and one that fails (or takes long to fetch) says why without
+    holding up the others."""
+    await asyncio.gather(*(_load(state, served) for served in state.models.values()))
+
+
+async def _load(state: ServerState, served: ServedModel) -> None:
+    try:
+        service = await asyncio.to_thread(served.task.load, _load_context(state, served.name))
+    except Exception as exc:
+        served.state, served.reason = ModelState.FAILED, _reason(exc)
+        log.exception("%s failed to load; GET /v1/models/%s says why", served.name, served.name)
+        return
+    service.scheduler.start()
+    _record_engines(state, service.engines, service)
+    served.service, served.state = service, ModelState.READY
+    log.info("%s: ready on %s", served.name, service.engines.describe())
+
+
+def _load_context(state: ServerState, model: str) -> LoadContext:
     settings = state.settings
     config = SchedulerConfig(
         settings.max_batch_size, settings.max_queue_delay_ms / 1000, settings.max_queue_size
     )
-    try:
-        for model in settings.models:
-            if get_entry(model).family == "xmem":
-                await _load_segmentation(state, model, config)
-            else:
-                await _load_interpolation(state, model, config)
-    except Exception as exc:
-        state.load_error = f"{type(exc).__name__}: {exc}"
-        log.exception("loading engines failed; /readyz reports it")
-        return
-    state.ready = True
+    metrics = state.metrics
+    return LoadContext(settings, model, config, metrics.batch_observer(model), metrics.observe_engine_call)
 
 
-async def _load_interpolation(state: ServerState, model: str, config: SchedulerConfig) -> None:
-    observe = state.metrics.observe_engine_call
-    engine, spec = await asyncio.to_thread(load_rife_engine, state.settings, model, observe)
-    service = InterpolationService(spec, engine, config, state.metrics.batch_observer(model))
-    service.scheduler.start()
-    state.interpolation[model] = service
-    _record_engine(state, model, engine.describe(), lambda: service.scheduler.queue_depth)
-    if engine.encoder is not None:
-        encoder = part_model(model, "encoder")
-        _record_engine(state, encoder, describe_runner(engine.encoder), lambda: 0)  # why 0: never queued
-
-
-async def _load_segmentation(state: ServerState, model: str, config: SchedulerConfig) -> None:
-    observe = state.metrics.observe_engine_call
-    engines, _ = await asyncio.to_thread(load_xmem_engine_set, state.settings, model, observe)
-    service = SegmentationService(model, engines, config, state.metrics.batch_observer(model))
-    service.scheduler.start()
-    state.segmentation[model] = service
-    _record_engine(state, model, describe_runner(engines.encode_key), lambda: service.scheduler.queue_depth)
+def _reason(exc: Exception) -> str:
+    """What a failed model's state says: an EngineError's own message says what to do."""
+    return str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
 
 
 async def reap_idle_sessions(state: ServerState) -> None:
@@ -149,6 +143,10 @@ def _in_flight(state: ServerState) -> int:
     return sum(s.core.in_flight for s in state.sessions.all())
 
 
+def _services(state: ServerState) -> list[ModelService]:
+    return [m.service for m in state.models.values() if m.service is not None]
+
+
 async def shutdown(state: ServerState, *tasks: asyncio.Task[None]) -> None:
     """Stop admitting, close sessions (their streams end with 1001), drain queues, free engines."""
     state.accepting = False
@@ -157,26 +155,19 @@ async def shutdown(state: ServerState, *tasks: asyncio.Task[None]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     await state.jobs.shutdown()
     await state.sessions.close_all("closed: server shutting down")
-    for rife in state.interpolation.values():
-        await rife.scheduler.stop()
-    for xmem in state.segmentation.values():
-        await xmem.scheduler.stop()
-    state.interpolation.clear()
-    state.segmentation.clear()
-    state.ready = False
+    for service in _services(state):
+        await service.scheduler.stop()
+    for served in state.models.values():
+        served.service, served.state = None, ModelState.LOADING
 
 
-async def _cancel_queued(state: ServerState, session: Session) -> None:
+async def _session_closed(state: ServerState, session: Session) -> None:
     """A closed session's queued work is dropped between batches, and its memory freed."""
-    if session.model in state.interpolation:
-        await state.interpolation[session.model].scheduler.cancel(session.id)
-    if session.model in state.segmentation:
-        await state.segmentation[session.model].scheduler.cancel(session.id)
+    served = state.models.get(session.model)
+    if served is not None and served.service is not None:
+        await served.service.scheduler.cancel(session.id)
     state.budget.release(session.id)
-    if isinstance(session, SegmentationSession):
-        # why now: drop the tensors, not when the last reference goes; a frame still on the
-        # engine works on its own copy, and run_frame does not adopt it into a closed session
-        session.xmem = XMemState.fresh(session.config)
+    await state.session_task(session).close_session(state, session)
 
 
 def _job_store(settings: Settings) -> JobStore:
@@ -191,9 +182,9 @@ def _job_store(settings: Settings) -> JobStore:
 async def _job_finished(state: ServerState, job: Job) -> None:
     """A finished job's memory is freed and its queued rows dropped."""
     state.budget.release(job.id)  # why first: the awaits below may be cut short
-    for service in (state.interpolation.get(job.model), state.segmentation.get(job.model)):
-        if service is not None:
-            await service.scheduler.cancel(job.id)
+    served = state.models.get(job.model)
+    if served is not None and served.service is not None:
+        await served.service.scheduler.cancel(job.id)
     detail = f": {job.error}" if job.error else ""
     log.info(
         "job %s %s after %d of %d frames%s",
@@ -205,23 +196,23 @@ async def _job_finished(state: ServerState, job: Job) -> None:
     )
 
 
-def _record_engine(state: ServerState, model: str, facts: dict[str, Any], depth: Callable[[], int]) -> None:
-    state.metrics.engine_info.labels(
-        model,
-        facts["backend"],
-        ",".join(facts["providers"]),
-        ",".join(facts["requested_providers"]),
-        str(facts["fell_back"]).lower(),
-    ).set(1)
-    state.metrics.queue_depth.labels(model).set_function(depth)
+def _record_engines(state: ServerState, engines: EngineSet, service: ModelService) -> None:
+    """``vidserve_engine_info`` for every part, and the model's queue depth."""
+    for part in engines.parts:
+        state.metrics.engine_info.labels(
+            part.metric_name,
+            part.backend,
+            ",".join(part.providers),
+            ",".join(part.requested_providers),
+            str(part.fell_back).lower(),
+        ).set(1)
+    state.metrics.queue_depth.labels(engines.model).set_function(lambda: service.scheduler.queue_depth)
 
 
 def _register_gauges(state: ServerState) -> None:
-    for task in ("interpolate", "segment"):
-        state.metrics.active_sessions.labels(task).set_function(_session_counter(state, task))
-    for tier in ("working", "long_term", "sensory"):
-        state.metrics.memory_bytes.labels(tier).set_function(_tier_bytes(state, tier))
-    state.metrics.memory_reserved.set_function(lambda: state.budget.reserved_bytes)
+    for task in state.tasks:
+        state.metrics.active_sessions.labels(task.name).set_function(_session_counter(state, task.name))
+        task.register_metrics(state.metrics, state)
     for job_state in JobState:
         state.metrics.jobs.labels(job_state.value).set_function(_job_counter(state, job_state))
 
@@ -230,26 +221,19 @@ def _job_counter(state: ServerState, job_state: JobState) -> Callable[[], float]
     return lambda: sum(job.state is job_state for job in state.jobs.all())
 
 
-def _tier_bytes(state: ServerState, tier: str) -> Callable[[], float]:
-    def total() -> float:
-        sessions = [s for s in state.sessions.all() if isinstance(s, SegmentationSession)]
-        return sum(s.memory_bytes()[tier] for s in sessions)
-
-    return total
-
-
 def _session_counter(state: ServerState, task: str) -> Callable[[], float]:
     return lambda: state.sessions.count(task)
 
 
-def _task_of(path: str) -> str | None:
-    if path.startswith("/v1/interpolate"):
-        return "interpolate"
-    if path.startswith("/v1/sessions"):
-        return "sessions"
-    if path.startswith("/v1/jobs"):
-        return "jobs"
-    return None
+GENERIC_ROUTES = ("sessions", "jobs", "models")  # the first path segments under /v1 of every server
+
+
+def _task_of(path: str, tasks: Sequence[Task[Any, Any]]) -> str | None:
+    """The ``task`` label of a request: ``sessions``, ``jobs``, ``models``, or a task's own
+    route (``/v1/interpolate``); None for anything else, so labels stay bounded."""
+    parts = path.split("/")
+    first = parts[2] if len(parts) > 2 and parts[1] == "v1" else None
+    return first if first in GENERIC_ROUTES or first in {t.name for t in tasks} else None
 
 
 def _outcome(status: int) -> str:
@@ -266,7 +250,8 @@ async def count_requests(request: Request, call_next: Callable[[Request], Awaita
     logs.request_id.set(rid[:64])
     response = await call_next(request)
     response.headers["X-Request-ID"] = rid[:64]
-    task = _task_of(request.url.path)
+    state: ServerState = request.app.state.server
+    task = _task_of(request.url.path, state.tasks)
     if task is not None:
-        request.app.state.server.metrics.requests.labels(task, _outcome(response.status_code)).inc()
+        state.metrics.requests.labels(task, _outcome(response.status_code)).inc()
     return response

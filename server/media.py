@@ -22,6 +22,10 @@ class MediaError(ValueError):
         super().__init__(message)
         self.code = code
 
+    @property
+    def status(self) -> int:
+        return 413 if self.code == "image_too_large" else 400
+
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """PNG, JPEG or WebP bytes → uint8 H×W×3 RGB.

@@ -1,6 +1,7 @@
 """Prometheus metrics, named after Triton's (``nv_inference_*`` → ``vidserve_*``).
 
 Each app owns its registry, so several servers in one process (the tests) do not collide.
+A task adds its own series to it (``Task.register_metrics``).
 """
 
 from __future__ import annotations
@@ -63,30 +64,11 @@ class Metrics:
             ["model", "backend", "provider", "requested", "fell_back"], registry=r,
         )  # fmt: skip
 
-        self.memory_bytes = Gauge(
-            "vidserve_segmentation_memory_bytes",
-            "XMem memory held by live sessions, by tier",
-            ["tier"],
-            registry=r,
-        )
-        self.memory_reserved = Gauge(
-            "vidserve_segmentation_memory_reserved_bytes",
-            "Memory budget reserved by live sessions",
-            registry=r,
-        )
-        self.consolidations = Counter(
-            "vidserve_segmentation_consolidations",
-            "Working memory consolidated into long-term memory",
-            registry=r,
-        )
-        self.long_term_removals = Counter(
-            "vidserve_segmentation_long_term_removals",
-            "Long-term memory prunings of least-used elements",
-            registry=r,
-        )
+        # each task's own series, by task name (``Task.register_metrics``)
+        self.tasks: dict[str, object] = {}
 
     def observe_engine_call(self, name: str, rows: int, seconds: float) -> None:
-        """One call of a sub-engine (XMem's three), below the scheduler's batches."""
+        """One call of a part of a model of several parts, below the scheduler's batches."""
         self.exec_count.labels(name).inc()
         self.inference_count.labels(name).inc(rows)
         self.batch_size.labels(name).observe(rows)

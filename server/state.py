@@ -1,40 +1,72 @@
-"""What the running server holds: settings, metrics, sessions and the served models."""
+"""What the running server holds: settings, metrics, sessions, jobs, the tasks it serves,
+and each configured model with its own readiness (as Triton keeps per-model readiness
+apart from the server's)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import enum
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.weights.registry import get_entry
 from server.jobs.store import JobStore
 from server.metrics import Metrics
-from server.scheduler import Scheduler
 from server.sessions import MemoryBudget, SessionStore
+from server.sessions.store import Session
 from server.settings import Settings
-from server.tasks.interpolation import InterpolationService
-from server.tasks.segmentation import SegmentationService
-
-
-@contextlib.contextmanager
-def _announced(scheduler: Scheduler[Any, Any] | None, owner: str) -> Iterator[None]:
-    if scheduler is None:
-        yield
-        return
-    scheduler.expect(owner)
-    try:
-        yield
-    finally:
-        scheduler.unexpect(owner)
+from server.tasks.base import ModelService, Task
 
 
 class NotReady(RuntimeError):
-    """Engines are still loading (or failed to); the message says which."""
+    """The model is still loading, failed to load, or the server is shutting down; the
+    message says which (and, for a failed model, what to do)."""
 
 
 class UnknownModel(LookupError):
-    """A model this server does not serve."""
+    """A model this server does not serve (or not for this task)."""
+
+
+class ModelState(enum.StrEnum):
+    LOADING = "loading"  # being fetched, exported or warmed up
+    READY = "ready"  # loaded and warm: requests are served
+    FAILED = "failed"  # could not be loaded; ``reason`` says why and what to do
+
+
+@dataclass
+class ServedModel:
+    """One configured model: its task, its readiness and, once ready, its service."""
+
+    name: str  # registry name
+    task: Task[Any, Any]
+    state: ModelState = ModelState.LOADING
+    reason: str | None = None  # for FAILED: what went wrong and how to mend it
+    service: ModelService | None = None  # once READY
+
+    def public(self) -> dict[str, object]:
+        """What GET /v1/models shows."""
+        return {
+            "name": self.name,
+            "task": self.task.name,
+            "state": self.state.value,
+            "reason": self.reason,
+            "engines": self.service.engines.describe() if self.service is not None else [],
+        }
+
+    def ready_service(self) -> ModelService:
+        if self.service is not None:
+            return self.service
+        if self.state is ModelState.FAILED:
+            raise NotReady(f"model {self.name} failed to load: {self.reason}")
+        raise NotReady(f"model {self.name} is still loading; see GET /v1/models/{self.name}")
+
+
+def task_for(tasks: Sequence[Task[Any, Any]], model: str) -> Task[Any, Any]:
+    """The task that serves ``model``'s family."""
+    for task in tasks:
+        if task.serves(model):
+            return task
+    raise UnknownModel(f"no task serves model {model!r}; tasks: {[t.name for t in tasks]}")
 
 
 @dataclass
@@ -44,45 +76,74 @@ class ServerState:
     settings: Settings
     metrics: Metrics
     sessions: SessionStore
-    budget: MemoryBudget  # segmentation memory, reserved per session (and per segmentation job)
+    budget: MemoryBudget  # memory reserved per session and job (each its worst case)
     jobs: JobStore  # clip jobs of this process
-    interpolation: dict[str, InterpolationService] = field(default_factory=dict)  # by model name
-    segmentation: dict[str, SegmentationService] = field(default_factory=dict)  # by model name
-    ready: bool = False  # every engine loaded and warmed
-    load_error: str | None = None  # why loading failed, for /readyz
+    tasks: tuple[Task[Any, Any], ...]  # the tasks this server serves (the registry's)
+    models: dict[str, ServedModel] = field(default_factory=dict)  # every configured model, by name
     accepting: bool = True  # False once a drain (SIGTERM) or shutdown begins
     active_streams: int = 0  # websockets attached to a session right now
 
-    def announce(self, model: str, owner: str) -> contextlib.AbstractContextManager[None]:
-        """While the block runs, ``owner``'s work for ``model`` is on its way (being decoded):
-        its engine's scheduler may hold a batch for it."""
-        scheduler: Scheduler[Any, Any] | None = None
-        if model in self.interpolation:
-            scheduler = self.interpolation[model].scheduler
-        if model in self.segmentation:
-            scheduler = self.segmentation[model].scheduler
-        return _announced(scheduler, owner)
+    def __post_init__(self) -> None:
+        for name in self.settings.models:
+            self.models[name] = ServedModel(name, task_for(self.tasks, name))
 
-    def _model(self, model: str | None, family: str, task: str) -> str:
-        """``model``, or the first configured model of ``family``; checked to be served."""
-        served = [m for m in self.settings.models if get_entry(m).family == family]
-        name = model or (served[0] if served else None)
-        if name is None:
-            raise UnknownModel(f"this server serves no {task} model; it serves {self.settings.models}")
-        if name not in self.settings.models:
-            raise UnknownModel(f"unknown model {name!r}; this server serves {self.settings.models}")
-        if name not in served:
-            raise UnknownModel(f"model {name!r} is not a {task} model")
+    @property
+    def ready(self) -> bool:
+        """Every configured model is ready (the whole server's readiness, for orchestrators)."""
+        return all(m.state is ModelState.READY for m in self.models.values())
+
+    @property
+    def load_error(self) -> str | None:
+        """Why the models that failed to load did, or None."""
+        failed = [f"{m.name}: {m.reason}" for m in self.models.values() if m.state is ModelState.FAILED]
+        return "; ".join(failed) or None
+
+    def task_named(self, name: str) -> Task[Any, Any]:
+        return next(t for t in self.tasks if t.name == name)
+
+    def service(self, model: str | None, task: Task[Any, Any]) -> ModelService:
+        """The ready service of ``model`` (default: the task's first configured model)."""
+        served = self._served(model, task)
         if not self.accepting:
             raise NotReady("the server is shutting down")
-        if not self.ready:
-            raise NotReady(self.load_error or "engines are still loading; see /readyz")
-        return name
+        return served.ready_service()
 
-    def interpolation_service(self, model: str | None) -> InterpolationService:
-        """The service for ``model`` (default: the first RIFE model), once engines are ready."""
-        return self.interpolation[self._model(model, "rife", "interpolation")]
+    def running(self, model: str) -> ModelService:
+        """The service of a model that work already admitted runs on: in-flight frames
+        finish during a drain, so this does not refuse them."""
+        return self.models[model].ready_service()
 
-    def segmentation_service(self, model: str | None) -> SegmentationService:
-        """The service for ``model`` (default: the first XMem model), once engines are ready."""
-        return self.segmentation[self._model(model, "xmem", "segmentation")]
+    def _served(self, model: str | None, task: Task[Any, Any]) -> ServedModel:
+        served = [m for m in self.models.values() if m.task is task]
+        if model is None:
+            if not served:
+                raise UnknownModel(
+                    f"this server serves no {task.title} model; it serves {self.settings.models}"
+                )
+            return served[0]
+        if model not in self.models:
+            raise UnknownModel(f"unknown model {model!r}; this server serves {self.settings.models}")
+        if self.models[model].task is not task:
+            raise UnknownModel(f"model {model!r} is not a {task.title} model")
+        return self.models[model]
+
+    def announce(self, model: str, owner: str) -> contextlib.AbstractContextManager[None]:
+        """While the block runs, ``owner``'s work for ``model`` is on its way (being decoded):
+        its scheduler may hold a batch for it."""
+        served = self.models.get(model)
+        return _announced(served.service if served is not None else None, owner)
+
+    def session_task(self, session: Session) -> Task[Any, Any]:
+        return self.task_named(session.task)
+
+
+@contextlib.contextmanager
+def _announced(service: ModelService | None, owner: str) -> Iterator[None]:
+    if service is None:
+        yield
+        return
+    service.scheduler.expect(owner)
+    try:
+        yield
+    finally:
+        service.scheduler.unexpect(owner)

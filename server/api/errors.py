@@ -1,26 +1,27 @@
 """Every error leaves as JSON: ``{"error": {"code": ..., "message": ...}}``.
 
-Domain exceptions map to HTTP statuses here, once, for every route.
+Exceptions map to HTTP statuses here, once, for every route: the server's own, and each
+task's client errors (``Task.errors``). An exception that carries ``status`` and ``code``
+answers with them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from models.rife.inference import InterpolationInputError
-from models.xmem.config import XMemConfigError
-from models.xmem.inference_core import SegmentationInputError
 from server.jobs.store import JobLimitReached, JobNotFound
-from server.masks import MaskError
 from server.media import MediaError
 from server.scheduler import Cancelled, Overloaded, TooLarge
 from server.sessions import BudgetExceeded, SessionExpired, SessionLimitReached, SessionNotFound
+from server.sessions.store import FrameOrderError
 from server.state import NotReady, UnknownModel
+from server.tasks.base import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -34,54 +35,45 @@ class ApiError(Exception):
         self.code = code
 
 
-# exception type → (HTTP status, error code); the message is the exception's own
-STATUS: list[tuple[type[Exception], int, str]] = [
-    (SessionNotFound, 404, "unknown_session"),
-    (JobNotFound, 404, "unknown_job"),
-    (JobLimitReached, 429, "too_many_jobs"),
-    (SessionLimitReached, 429, "too_many_sessions"),
-    (Overloaded, 429, "overloaded"),
-    (UnknownModel, 404, "unknown_model"),
-    (NotReady, 503, "not_ready"),
-    (InterpolationInputError, 422, "invalid_argument"),
-    (TooLarge, 422, "too_many_rows"),
-    (SegmentationInputError, 422, "invalid_argument"),
-    (XMemConfigError, 422, "invalid_argument"),
-    (BudgetExceeded, 429, "memory_budget_exceeded"),
-    (Cancelled, 409, "session_closed"),
-]
+# the server's own exceptions → (HTTP status, error code); the message is the exception's
+STATUS: tuple[ErrorCode, ...] = (
+    ErrorCode(MediaError, 400, "invalid_image"),  # its own status and code win (media.py)
+    ErrorCode(SessionNotFound, 404, "unknown_session"),
+    ErrorCode(JobNotFound, 404, "unknown_job"),
+    ErrorCode(JobLimitReached, 429, "too_many_jobs"),
+    ErrorCode(SessionLimitReached, 429, "too_many_sessions"),
+    ErrorCode(Overloaded, 429, "overloaded"),
+    ErrorCode(UnknownModel, 404, "unknown_model"),
+    ErrorCode(NotReady, 503, "not_ready"),
+    ErrorCode(TooLarge, 422, "too_many_rows"),
+    ErrorCode(FrameOrderError, 422, "frame_index_not_increasing"),
+    ErrorCode(BudgetExceeded, 429, "memory_budget_exceeded"),
+    ErrorCode(Cancelled, 409, "session_closed"),
+)
 
 
 def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
-def to_api_error(exc: Exception) -> ApiError:
-    """The status and code a domain exception answers with."""
+def to_api_error(exc: Exception, table: Sequence[ErrorCode] = STATUS) -> ApiError:
+    """The status and code an exception answers with."""
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, MediaError):
-        return ApiError(413 if exc.code == "image_too_large" else 400, exc.code, str(exc))
-    if isinstance(exc, MaskError):
-        return ApiError(422 if exc.code == "mask_size_mismatch" else 400, exc.code, str(exc))
+    status, code = getattr(exc, "status", None), getattr(exc, "code", None)
+    if isinstance(status, int) and isinstance(code, str):
+        return ApiError(status, code, str(exc))
     if isinstance(exc, SessionExpired):
         return ApiError(410, f"session_{exc.state.value}", str(exc))
-    for kind, status, code in STATUS:
-        if isinstance(exc, kind):
-            return ApiError(status, code, str(exc))
+    for entry in table:
+        if isinstance(exc, entry.kind):
+            return ApiError(entry.status, entry.code, str(exc))
     return ApiError(500, "internal_error", f"internal error ({type(exc).__name__}); see the server log")
 
 
 def _response(error: ApiError) -> JSONResponse:
     headers = {"Retry-After": "1"} if error.status in (429, 503) else None
     return JSONResponse(error_body(error.code, str(error)), status_code=error.status, headers=headers)
-
-
-async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-    error = to_api_error(exc)
-    if error.status >= 500:
-        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return _response(error)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -101,8 +93,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, task_errors: Sequence[ErrorCode]) -> None:
+    """The handlers, with the tasks' client errors after the server's own."""
+    table = (*STATUS, *task_errors)
+
+    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+        error = to_api_error(exc, table)
+        if error.status >= 500:
+            log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _response(error)
+
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    for kind in (ApiError, MediaError, MaskError, SessionExpired, *(k for k, _, _ in STATUS), Exception):
-        app.add_exception_handler(kind, _domain_error)
+    # why each type by name: Starlette re-raises (and logs) what only the Exception handler takes
+    for kind in (ApiError, SessionExpired, *(e.kind for e in table), Exception):
+        app.add_exception_handler(kind, domain_error)

@@ -2,7 +2,7 @@
 binary frames, one answer or one error per frame, and the close codes.
 
 A task's stream subclasses ``FrameStream`` and implements ``process`` (and, to take
-controls, ``on_control``).
+controls, ``on_control``); its ``client_errors`` name the exceptions that are the client's.
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ import json
 import logging
 import time
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from models.rife.inference import InterpolationInputError
-from models.xmem.inference_core import SegmentationInputError
 from server import logs
-from server.masks import MaskError
 from server.media import MediaError
 from server.scheduler import Cancelled, Overloaded, TooLarge
-from server.sessions import BudgetExceeded, InterpolationSession, SegmentationSession, SessionState
+from server.sessions import BudgetExceeded, SessionState
+from server.sessions.store import FrameOrderError, Session
 from server.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -68,18 +66,15 @@ async def close(ws: WebSocket, code: int, reason: str) -> None:
         await ws.close(code, encoded)
 
 
-# errors that are the client's: the frame is answered with its code and the stream goes on
-CLIENT_ERRORS = (FrameError, MediaError, MaskError, InterpolationInputError, SegmentationInputError, TooLarge)
-
-
 class FrameStream:
     """One attached websocket: frames in, one answer (or one error) per frame, in order."""
 
     header_model: type[FrameHeader] = FrameHeader
+    # errors that are the client's: the frame is answered with its code and the stream goes on
+    # (a task's stream adds its own)
+    client_errors: ClassVar[tuple[type[Exception], ...]] = (FrameError, FrameOrderError, MediaError, TooLarge)
 
-    def __init__(
-        self, state: ServerState, ws: WebSocket, session: InterpolationSession | SegmentationSession
-    ) -> None:
+    def __init__(self, state: ServerState, ws: WebSocket, session: Session) -> None:
         self.state = state
         self.ws = ws
         self.session = session
@@ -151,7 +146,7 @@ class FrameStream:
                 await self.on_control(kind, message)
         except ValidationError as exc:
             await self.send_error(None, "invalid_message", _summary(exc))
-        except CLIENT_ERRORS as exc:
+        except self.client_errors as exc:
             await self.send_error(None, getattr(exc, "code", "invalid_argument"), str(exc))
 
     async def on_control(self, kind: object, message: object) -> None:
@@ -159,44 +154,32 @@ class FrameStream:
         raise FrameError("invalid_message", f"unknown message type {kind!r}")
 
     def next_frame(self) -> tuple[int, float | None]:
-        """This frame's index and pts: from the header before it, else the previous index + 1
-        (the session's, so numbering goes on across reconnects)."""
+        """This frame's index and pts: from the header before it, else the session's next."""
         header, self.header = self.header, None
-        given = header.frame_index if header else None
-        last = self.session.last_index
-        index = given if given is not None else (0 if last is None else last + 1)
+        index = self.session.core.next_index(header.frame_index if header else None)
         return index, header.pts if header else None
-
-    def check_order(self, index: int) -> None:
-        previous = self.session.last_index
-        if previous is not None and index <= previous:
-            raise FrameError("frame_index_not_increasing", f"frame_index {index} is not after {previous}")
-        self.session.last_index = index
 
     async def on_frame(self, data: bytes) -> bool:
         """Answer one frame with its results or with an error naming it; False ends the stream."""
-        core = self.session.core
-        core.frames_in += 1
-        core.in_flight += 1
-        core.touch()
+        with self.session.core.receiving():
+            return await self._answer(data)
+
+    async def _answer(self, data: bytes) -> bool:
         started = time.perf_counter()
         header = self.header
         index, pts = self.next_frame()
         logs.frame_index.set(index)
         if not self.state.accepting:
-            try:
-                await self.fail(index, *self.refusal(), "cancelled")
-            finally:  # why: a socket already gone must not leave the frame counted as in flight
-                core.in_flight -= 1
+            await self.fail(index, *self.refusal(), "cancelled")
             return True
         try:
-            self.check_order(index)
+            self.session.core.take_index(index)
             with self.state.announce(self.session.model, self.session.id):
                 await self.process(index, pts, data, header, started)
             self.session.core.frames_done += 1
             self.count("ok")
             return True
-        except CLIENT_ERRORS as exc:
+        except self.client_errors as exc:
             code = getattr(exc, "code", "invalid_argument")
             await self.fail(index, code, str(exc), "client_error")
             return True
@@ -217,9 +200,6 @@ class FrameStream:
             log.exception("session %s: frame %s failed", self.session.id, index)
             await self.fail(index, "internal_error", "internal error; see the server log", "server_error")
             return True
-        finally:
-            core.in_flight -= 1
-            core.touch()
 
     async def process(
         self, index: int, pts: float | None, data: bytes, header: FrameHeader | None, started: float

@@ -1,4 +1,4 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness with the providers that really run, and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.api.deps import State
-from server.engines import describe_runner
 
 router = APIRouter(tags=["operations"])
 
@@ -17,12 +16,15 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Engines are loaded and warmed; which providers really run")
+@router.get("/readyz", summary="Every model is loaded and warmed; which providers really run")
 async def readyz(state: State) -> JSONResponse:
-    engines = [service.engine.describe() for service in state.interpolation.values()]
-    engines += [
-        {"model": model, **describe_runner(service.engines.encode_key), "warm": True}
-        for model, service in state.segmentation.items()
+    """The whole server's readiness: 200 only when every configured model is ready (one
+    model's own state is at /v1/models/{name})."""
+    engines = [
+        part
+        for served in state.models.values()
+        if served.service is not None
+        for part in served.service.engines.describe()
     ]
     body = {
         "ready": state.ready and state.accepting,

@@ -1,20 +1,22 @@
-"""Engines: one loaded network per model, shared by every session.
+"""Engines: a model's parts, each loaded once and shared by every session (``EngineSet``),
+and what every loader needs from the settings (``loading.py``).
 
 The three backends (eager torch, TorchScript, ONNX Runtime with IOBinding) are the runners
-in ``models/runtime.py``, shared with the CLI and the benchmarks; this package chooses one
-from the settings, loads it once, warms it up, and says what really runs.
+in ``models/runtime.py``, shared with the CLI and the benchmarks.
 """
 
-from server.engines.engine import Engine, EngineError, MeteredRunner, describe_runner
-from server.engines.loading import choose_backend, choose_providers, load_rife_engine, load_xmem_engine_set
+from server.engines.engine import WHOLE, EngineError, EnginePart, EngineSet, MeteredRunner, warm_up
+from server.engines.loading import choose_backend, choose_providers, resolve_weights, torch_device
 
 __all__ = [
-    "Engine",
+    "WHOLE",
     "EngineError",
+    "EnginePart",
+    "EngineSet",
     "MeteredRunner",
     "choose_backend",
     "choose_providers",
-    "describe_runner",
-    "load_rife_engine",
-    "load_xmem_engine_set",
+    "resolve_weights",
+    "torch_device",
+    "warm_up",
 ]

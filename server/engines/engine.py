@@ -1,11 +1,12 @@
-"""The ``Engine`` the server holds: a runner and the facts about it operators need."""
+"""A model's engines as the server holds them: a named set of parts, each a runner with the
+facts operators need about it (backend, providers that really run, fallback, precision,
+warm-up). Every model is one ``EngineSet``, whatever its family and however many parts."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -13,14 +14,23 @@ from torch import Tensor
 
 from models.runtime import EngineKind, OnnxRunner, Runner
 
+WHOLE = "full"  # the part's name when a model runs as one network
+
+Observe = Callable[[str, int, float], None]  # (metric name, rows, seconds) of one engine call
+
+
+class EngineError(RuntimeError):
+    """An engine could not be loaded; the message says which, why, and what to do."""
+
 
 class MeteredRunner:
-    """A runner that reports every call (its name, leading batch size, seconds) to ``observe``."""
+    """A runner that reports every call (its metric name, rows, seconds) to ``observe``."""
 
-    def __init__(self, runner: Runner, name: str, observe: Callable[[str, int, float], None]) -> None:
+    def __init__(self, runner: Runner, name: str, observe: Observe, rows_input: int = 0) -> None:
         self.runner = runner
         self.name = name
         self.observe = observe
+        self.rows_input = rows_input  # the input whose leading dimension counts the call's rows
         self.kind = runner.kind
 
     @property
@@ -30,98 +40,111 @@ class MeteredRunner:
     def __call__(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         started = time.perf_counter()
         out = self.runner(*inputs)
-        # why the last input: XMem's row inputs (hidden, others) end each signature, so this
-        # counts object rows (R) for segment and encode_value and frames (F) for encode_key
-        self.observe(self.name, int(inputs[-1].shape[0]), time.perf_counter() - started)
+        self.observe(self.name, int(inputs[self.rows_input].shape[0]), time.perf_counter() - started)
         return out
 
 
-def describe_runner(runner: Runner) -> dict[str, object]:
-    """Backend and providers of a runner (looking through a MeteredRunner)."""
-    inner = runner.runner if isinstance(runner, MeteredRunner) else runner
-    device = getattr(inner, "device", torch.device("cpu"))
-    if isinstance(inner, OnnxRunner):
-        providers, requested, fell_back = list(inner.providers), list(inner.requested), bool(inner.missing)
-    else:
-        providers = requested = [f"torch:{device.type}"]
-        fell_back = False
-    return {
-        "backend": inner.kind,
-        "device": str(device),
-        "providers": providers,
-        "requested_providers": requested,
-        "fell_back": fell_back,
-    }
+@dataclass(frozen=True)
+class EnginePart:
+    """One engine of a model, loaded once and shared by every session of the model."""
 
-
-class EngineError(RuntimeError):
-    """An engine could not be loaded; the message says which and why."""
-
-
-@dataclass
-class Engine:
-    """One loaded network, shared by every session of its model."""
-
-    model: str  # registry name, "rife-4.0"
+    model: str  # registry name of the model it belongs to
+    name: str  # the part: ``WHOLE``, or its role in a model of several parts
+    runner: Runner = field(repr=False, compare=False)  # what the model's executor calls
     backend: EngineKind  # eager | torchscript | onnx
-    runner: Runner  # takes and gives tensors in the network's order
-    fp16: bool  # half-precision engine
+    fp16: bool  # a half-precision engine
+    device: str  # where it computes: "cpu", "cuda:0"
+    providers: tuple[str, ...]  # what really runs: ONNX Runtime's loaded providers, or torch:<device>
+    requested_providers: tuple[str, ...]  # what was asked for
     path: Path | None  # the engine file (None for eager)
-    # 4.22+: the feature encoder, split off so a stream encodes each frame once; ``runner`` is
-    # then the flow part, which takes both frames' features
-    encoder: Runner | None = None
-    warm: bool = False  # one call has run, so kernels and allocations are in place
-    # why a lock: one engine call at a time; the schedulers already serialise, tools may not
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    warm: bool = False  # it has run once, so the first request does not pay for initialisation
+
+    @classmethod
+    def of(
+        cls,
+        model: str,
+        name: str,
+        runner: Runner,
+        *,
+        fp16: bool,
+        path: Path | None,
+        observe: Observe | None = None,
+        rows_input: int = 0,
+    ) -> EnginePart:
+        """The part over ``runner``, metered under ``metric_name`` when ``observe`` is given."""
+        device = getattr(runner, "device", torch.device("cpu"))
+        if isinstance(runner, OnnxRunner):
+            providers, requested = tuple(runner.providers), tuple(runner.requested)
+        else:
+            providers = requested = (f"torch:{device.type}",)
+        part = cls(model, name, runner, runner.kind, fp16, str(device), providers, requested, path)
+        if observe is None:
+            return part
+        return replace(part, runner=MeteredRunner(runner, part.metric_name, observe, rows_input))
 
     @property
-    def device(self) -> torch.device:
-        """Where inputs should be placed to avoid a copy."""
-        return getattr(self.runner, "device", torch.device("cpu"))
-
-    @property
-    def providers(self) -> list[str]:
-        """What really runs: ONNX Runtime's loaded providers, or the torch device."""
-        if isinstance(self.runner, OnnxRunner):
-            return list(self.runner.providers)
-        return [f"torch:{self.device.type}"]
-
-    @property
-    def requested_providers(self) -> list[str]:
-        if isinstance(self.runner, OnnxRunner):
-            return list(self.runner.requested)
-        return self.providers
+    def metric_name(self) -> str:
+        """Its ``model`` label in metrics: the model's own name when it is the whole model."""
+        return self.model if self.name == WHOLE else f"{self.model}.{self.name}"
 
     @property
     def fell_back(self) -> bool:
-        """A requested provider failed to load and ONNX Runtime silently used another (for
-        the network or its feature encoder)."""
-        runners = [self.runner] if self.encoder is None else [self.runner, self.encoder]
-        return any(bool(describe_runner(r)["fell_back"]) for r in runners)
-
-    def run(self, *inputs: Tensor) -> tuple[Tensor, ...]:
-        """One engine call."""
-        with self._lock:
-            return self.runner(*inputs)
-
-    def encode(self, image: Tensor) -> Tensor:
-        """image: B×3×Hp×Wp → the encoder's features B×k×Hp×Wp (4.22+ only)."""
-        assert self.encoder is not None, f"{self.model} has no feature encoder"
-        with self._lock:
-            (features,) = self.encoder(image)
-        return features
+        """A requested provider failed to load and ONNX Runtime silently used another."""
+        return any(p not in self.providers for p in self.requested_providers)
 
     def describe(self) -> dict[str, object]:
-        """For /readyz and logs."""
+        """For /readyz, /v1/models and logs."""
         return {
             "model": self.model,
+            "part": self.name,
+            "name": self.metric_name,
             "backend": self.backend,
             "fp16": self.fp16,
-            "device": str(self.device),
-            "providers": self.providers,
-            "requested_providers": self.requested_providers,
+            "device": self.device,
+            "providers": list(self.providers),
+            "requested_providers": list(self.requested_providers),
             "fell_back": self.fell_back,
             "warm": self.warm,
-            "feature_encoder": None if self.encoder is None else describe_runner(self.encoder),
             "path": str(self.path) if self.path else None,
         }
+
+
+@dataclass(frozen=True)
+class EngineSet:
+    """One model's engines: its parts, by name, in call order."""
+
+    model: str  # registry name
+    parts: tuple[EnginePart, ...]
+    warmup_s: float | None = None  # how long warming every part took at load; None: not warmed
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.parts]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"{self.model}: the parts of an engine set need distinct names, got {names}")
+
+    def part(self, name: str) -> EnginePart:
+        for part in self.parts:
+            if part.name == name:
+                return part
+        raise KeyError(f"{self.model} has no engine part {name!r}; it has {[p.name for p in self.parts]}")
+
+    def runner(self, name: str) -> Runner:
+        return self.part(name).runner
+
+    def warmed(self, seconds: float) -> EngineSet:
+        """This set once a warm-up call has run every part."""
+        return replace(self, parts=tuple(replace(p, warm=True) for p in self.parts), warmup_s=seconds)
+
+    @property
+    def fell_back(self) -> bool:
+        return any(p.fell_back for p in self.parts)
+
+    def describe(self) -> list[dict[str, object]]:
+        return [p.describe() for p in self.parts]
+
+
+def warm_up(engines: EngineSet, call: Callable[[], object]) -> EngineSet:
+    """Run ``call`` (a small request through every part) and record that it ran and how long."""
+    started = time.perf_counter()
+    call()
+    return engines.warmed(round(time.perf_counter() - started, 3))

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from models.video import VideoInfo
 
@@ -38,37 +38,14 @@ class JobLimitReached(RuntimeError):
     """``VIDSERVE_MAX_JOBS`` jobs are kept already (429)."""
 
 
-@dataclass(frozen=True)
-class InterpolationParams:
-    """What an interpolation job asked for."""
-
-    factor: int  # N× frame rate: N-1 frames between each pair
-    scale: float  # RIFE's flow scale: 0.5 for 4K
-    scene_change_threshold: float | None  # SSIM below which a pair is a cut (None: never)
-
-
-@dataclass(frozen=True)
-class SegmentationParams:
-    """What a segmentation job asked for."""
-
-    mask: bytes  # index PNG for ``mask_frame``, as uploaded (decoded when the job starts)
-    mask_frame: int  # the frame the mask belongs to; earlier frames come back empty
-    processing_size: int | None  # shorter side frames are resized to (None: as given)
-    output: Literal["zip", "video"]  # index PNGs + COCO RLE in a zip, or an overlay video
-    objects: tuple[int, ...]  # the ids in the mask: what the job tracks, sized into its reservation
-
-
-JobParams = InterpolationParams | SegmentationParams
-
-
 @dataclass
 class Job:
     """One clip job: its input, parameters, progress and result."""
 
     id: str
-    task: Literal["interpolate", "segment"]
+    task: str  # the task that runs it (``Task.name``)
     model: str  # registry name of the model it runs on
-    params: JobParams
+    params: object  # what the job asked for, in its task's own type (``Task.job_params``)
     folder: Path  # holds the upload and the result; deleted with the job
     source: Path  # the uploaded video
     filename: str  # the upload's own name, for the result's metadata
@@ -80,7 +57,6 @@ class Job:
     error: str | None = None  # why it failed
     result: Path | None = None  # the finished output, once DONE
     media_type: str | None = None  # the result's content type
-    reserved_bytes: int = 0  # segmentation memory held for it in the global budget
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None  # time.time() when it reached a final state

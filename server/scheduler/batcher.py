@@ -5,8 +5,8 @@ run together (``schedule`` → a ``ScheduledBatch``), the engine side executes t
 in a worker thread, and results flow back to the awaiting futures. Cancels and closes
 are queued and applied between batches, never in the middle of one.
 
-The scheduler is generic over the payload: a RIFE row (one pair at one timestep) or an
-XMem frame. It knows nothing of onnxruntime, torch or websockets.
+The scheduler is generic over the payload (a task's row or frame: whatever one unit of its
+engine work is). It knows nothing of onnxruntime, torch or websockets.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Cancelled(RuntimeError):
 class BatchExecutor(Protocol[P_contra, R_co]):
     """The engine side: runs one batch, in a worker thread, one result per payload in order.
 
-    A batch that raises must leave no trace (XMem rolls its videos back): the scheduler then
+    A batch that raises must leave no trace (its payloads can run again): the scheduler then
     runs its payloads one by one, so only the payload that fails alone gets the error.
     """
 
@@ -74,7 +74,7 @@ class Request(Generic[P, R]):
     """One unit of queued work and the future its submitter awaits."""
 
     owner: str  # session id (or one-off request id): the unit cancels apply to
-    key: Hashable  # requests batch together only when their keys are equal (padded shape, scale)
+    key: Hashable  # requests batch together only when their keys are equal (their engine call's shape)
     payload: P
     future: asyncio.Future[R]
     enqueued_at: float  # time.monotonic() at submit, for the delay window and queue-time metrics
@@ -164,15 +164,7 @@ class Scheduler(Generic[P, R]):
         Raises ``Overloaded`` when they do not fit in the queue. Each priority has its own
         bound, so queued job rows never make a live stream see 429.
         """
-        if self._stopping:
-            raise ShuttingDown(f"{self.name} is shutting down")
-        if len(payloads) > self.config.max_queue_size:
-            raise TooLarge(
-                f"{len(payloads)} rows at once never fit {self.name}'s queue of {self.config.max_queue_size}"
-            )
-        queued = sum(r.priority == priority for r in self._queue)
-        if queued + len(payloads) > self.config.max_queue_size:
-            raise Overloaded(f"{self.name} queue is full ({queued} of {self.config.max_queue_size} queued)")
+        self.check_room(len(payloads), priority)
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         requests = [Request(owner, key, p, loop.create_future(), now, priority) for p in payloads]
@@ -180,6 +172,20 @@ class Scheduler(Generic[P, R]):
         self._expected.discard(owner)
         self._wakeup.set()
         return [r.future for r in requests]
+
+    def check_room(self, count: int, priority: Priority = Priority.LIVE) -> None:
+        """Raise ``Overloaded`` (or ``TooLarge``, ``ShuttingDown``) unless ``count`` more
+        payloads of ``priority`` fit now: what ``submit`` checks, for work that must know
+        before it starts (a frame is refused before any of its rows runs)."""
+        if self._stopping:
+            raise ShuttingDown(f"{self.name} is shutting down")
+        if count > self.config.max_queue_size:
+            raise TooLarge(
+                f"{count} rows at once never fit {self.name}'s queue of {self.config.max_queue_size}"
+            )
+        queued = sum(r.priority == priority for r in self._queue)
+        if queued + count > self.config.max_queue_size:
+            raise Overloaded(f"{self.name} queue is full ({queued} of {self.config.max_queue_size} queued)")
 
     def expect(self, owner: str) -> None:
         """``owner`` will submit soon (its frame is being decoded): a batch may wait for it."""
@@ -309,7 +315,7 @@ class Scheduler(Generic[P, R]):
         for request in failed.requests:
             if request.future.done():  # why: its submitter gave up (closed) while the batch ran
                 continue
-            if request.owner in errors:  # why: its submitter already has its error (one pair's rows)
+            if request.owner in errors:  # why: its submitter already has its error (rows submitted together)
                 _resolve(request.future, exc=errors[request.owner])
                 continue
             await self._run_batch(ScheduledBatch(next(self._ids), failed.key, [request]))

@@ -1,9 +1,10 @@
-"""Per-session state (typed dataclasses) and the store that holds, expires and closes them."""
+"""What every session has (``SessionCore``), and the store that holds, expires and closes
+sessions of every task; each task's session type lives in its package."""
 
 from server.sessions.budget import BudgetExceeded, MemoryBudget
-from server.sessions.interpolation import InterpolationSession
-from server.sessions.segmentation import PendingMask, SegmentationSession
 from server.sessions.store import (
+    Session,
+    SessionCore,
     SessionExpired,
     SessionLimitReached,
     SessionNotFound,
@@ -13,10 +14,9 @@ from server.sessions.store import (
 
 __all__ = [
     "BudgetExceeded",
-    "InterpolationSession",
     "MemoryBudget",
-    "PendingMask",
-    "SegmentationSession",
+    "Session",
+    "SessionCore",
     "SessionExpired",
     "SessionLimitReached",
     "SessionNotFound",

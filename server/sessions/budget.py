@@ -1,5 +1,5 @@
-"""The global memory budget: each segmentation session reserves its worst case up front,
-so a running session never runs out of memory and is never cut short."""
+"""The global memory budget: a session (or job) whose memory grows reserves its worst case
+up front, so a running session never runs out of memory and is never cut short."""
 
 from __future__ import annotations
 
@@ -17,14 +17,15 @@ class MemoryBudget:
     def reserved_bytes(self) -> int:
         return sum(self._reserved.values())
 
-    def reserve(self, owner: str, nbytes: int) -> None:
-        """Hold ``nbytes`` for ``owner`` (replacing what it held), or raise ``BudgetExceeded``."""
+    def reserve(self, owner: str, nbytes: int, hint: str = "") -> None:
+        """Hold ``nbytes`` for ``owner`` (replacing what it held), or raise ``BudgetExceeded``
+        whose message ends with ``hint``: how the caller could ask for less."""
         others = self.reserved_bytes - self._reserved.get(owner, 0)
         if others + nbytes > self.total_bytes:
             raise BudgetExceeded(
                 f"memory budget exceeded: this session needs up to {_mib(nbytes)}, "
                 f"{_mib(self.total_bytes - others)} of {_mib(self.total_bytes)} is free; "
-                "try again later, or ask for fewer objects, a smaller processing size or less memory"
+                f"try again later{', or ' + hint if hint else ''}"
             )
         self._reserved[owner] = nbytes
 

@@ -7,11 +7,12 @@ A closed or expired session's id is remembered for a while, so that a client is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -41,6 +42,12 @@ class SessionLimitReached(RuntimeError):
     """As many sessions are open as the server allows."""
 
 
+class FrameOrderError(ValueError):
+    """A frame_index that does not come after the session's last one."""
+
+    code = "frame_index_not_increasing"
+
+
 @dataclass
 class SessionCore:
     """What every session has, whatever its task."""
@@ -53,6 +60,7 @@ class SessionCore:
     frames_done: int = 0  # frames answered with their results
     frames_failed: int = 0  # frames answered with an error naming them
     in_flight: int = 0  # frames received and not yet answered
+    last_index: int | None = None  # the last frame_index taken, good frame or bad (kept across reconnects)
     closed_reason: str | None = None  # why it was closed, once it is
     # set when the session closes, so an attached stream wakes up and ends
     closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -65,6 +73,33 @@ class SessionCore:
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
+
+    def next_index(self, given: int | None) -> int:
+        """A frame's index: the one its client gave, else the last one + 1 (so numbering goes
+        on across reconnects, and REST and a stream share it)."""
+        if given is not None:
+            return given
+        return 0 if self.last_index is None else self.last_index + 1
+
+    def take_index(self, index: int) -> None:
+        """The frame is this session's ``index``-th; before any await, so concurrent frames
+        get distinct indices. Raises ``FrameOrderError`` for an index that is not after the last."""
+        if self.last_index is not None and index <= self.last_index:
+            raise FrameOrderError(f"frame_index {index} is not after {self.last_index}")
+        self.last_index = index
+
+    @contextlib.contextmanager
+    def receiving(self) -> Iterator[None]:
+        """A frame from its arrival to its answer: counted in, and in flight meanwhile (a drain
+        waits for it, expiry leaves the session alone). The caller counts it done or failed."""
+        self.frames_in += 1
+        self.in_flight += 1
+        self.touch()
+        try:
+            yield
+        finally:  # why: a socket already gone must not leave the frame counted as in flight
+            self.in_flight -= 1
+            self.touch()
 
     def idle_for(self) -> float:
         return time.monotonic() - self.last_activity
@@ -94,8 +129,9 @@ class Session(Protocol):
     def public(self) -> dict[str, object]: ...
 
 
-def new_core() -> SessionCore:
-    return SessionCore(secrets.token_urlsafe(12), time.time(), time.monotonic())
+def new_core(prefix: str = "") -> SessionCore:
+    """A session's core with a fresh, unguessable id."""
+    return SessionCore(prefix + secrets.token_urlsafe(12), time.time(), time.monotonic())
 
 
 OnClose = Callable[["Session"], Awaitable[None]]

@@ -1,1 +1,2 @@
-"""What each task does with its engine: the pipeline between decoded frames and results."""
+"""The tasks the server serves, one package each, behind the interface of ``base.py`` and
+listed in ``registry.py``."""

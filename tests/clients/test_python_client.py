@@ -36,7 +36,7 @@ from clients import (
 )
 from clients.python.frames import decode_index, decode_rgb
 from clients.python.frames import encode_index_png as client_png
-from server.masks import encode_index_png
+from server.tasks.segmentation.masks import encode_index_png
 from tests.conftest import REPO_ROOT
 from tests.server.support import (
     RunningServer,

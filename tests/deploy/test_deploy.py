@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ import yaml
 from PIL import Image
 from prometheus_client.metrics import MetricWrapperBase
 
-from server.metrics import Metrics
+from server.app import create_app
 from server.settings import Settings
 from tests.conftest import REPO_ROOT, SHARED
 from tests.server.support import free_port
@@ -435,13 +436,15 @@ TARGET_LABELS = {"instance", "job"}  # added by Prometheus to every scraped seri
 
 
 def exposed_series() -> dict[str, set[str]]:
-    """Every sample name the server exposes, with its label names, from a real registry.
+    """Every sample name the server exposes, with its label names, from a real app's registry
+    (the generic series and every task's own).
 
     A labelled metric exposes nothing until it has a child, so one child of each is created;
     the samples then carry prometheus_client's real suffixes (_total, _bucket with le, ...).
     """
-    metrics = Metrics()
-    for metric in vars(metrics).values():
+    with tempfile.TemporaryDirectory() as jobs:
+        metrics = create_app(Settings(job_dir=Path(jobs))).state.server.metrics
+    for metric in list(metrics.registry._collector_to_names):
         if isinstance(metric, MetricWrapperBase) and metric._labelnames:
             metric.labels(*("x" for _ in metric._labelnames))
     series: dict[str, set[str]] = {}

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from models.rife.inference import Interpolator, to_uint8
 from models.rife.loading import load_interpolator
 from server.scheduler import batcher
+from server.tasks.interpolation.service import InterpolationService
 from tests.server.support import (
     RunningServer,
     decode,
@@ -250,7 +251,8 @@ def test_a_batch_waits_for_announced_work(server: RunningServer, monkeypatch: py
     longer than the batching window (VIDSERVE_MAX_QUEUE_DELAY_MS, 2 ms here)."""
     # why: the 0.25 s hold bounds how long decoding may take; a loaded CI machine can take longer
     monkeypatch.setattr(batcher, "MAX_HOLD_S", 30.0)
-    service = server.state.interpolation[MODEL]
+    service = server.state.running(MODEL)
+    assert isinstance(service, InterpolationService)
     scheduler = service.scheduler
     frames = panning_frames(3)
     prepared = [service.prepare(f, 1.0) for f in frames]

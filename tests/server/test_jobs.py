@@ -22,9 +22,9 @@ from pycocotools import mask as coco_mask
 
 from clients import Client
 from models.video import probe, read_frames
-from server.masks import encode_index_png
 from server.scheduler import BatchStats, Overloaded, Priority, Scheduler, SchedulerConfig
 from server.settings import Settings
+from server.tasks.segmentation.masks import encode_index_png
 from tests.server.support import RunningServer, decode, panning_frames, png, running_server
 
 FPS = Fraction(12)
@@ -220,7 +220,7 @@ def test_cancel_mid_run_frees_the_job_and_spares_the_other(
     """Two segmentation jobs run side by side on the engine; one is cancelled while running:
     it never reaches the engine again, its files and its reserved memory go at once, and the
     other finishes every frame."""
-    scheduler = jobs_server.state.segmentation["xmem"].scheduler
+    scheduler = jobs_server.state.running("xmem").scheduler
     owners: list[list[str]] = []
     observe = scheduler.on_batch
 
@@ -366,7 +366,7 @@ def test_job_rows_never_make_live_frames_wait_for_queue_space() -> None:
 def test_a_live_stream_beside_a_running_job(jobs_server: RunningServer, tmp_path: Path) -> None:
     """The real engine with a job running: every live frame is answered, never with 429, and
     no engine call mixes live rows with job rows."""
-    scheduler = jobs_server.state.interpolation["rife-4.0"].scheduler
+    scheduler = jobs_server.state.running("rife-4.0").scheduler
     owners: list[list[str]] = []
     observe = scheduler.on_batch
 

@@ -13,7 +13,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from models.images import voc_palette
-from server.masks import (
+from server.tasks.segmentation.masks import (
     MaskError,
     decode_binary_png,
     decode_index_png,
@@ -50,7 +50,7 @@ def random_index(height: int, width: int, ids: int, seed: int) -> np.ndarray:
 
 
 def fortran_counts(binary: np.ndarray) -> list[int]:
-    """binary: 0/1 H×W → COCO's uncompressed counts, computed independently of server.masks."""
+    """binary: 0/1 H×W → COCO's uncompressed counts, computed independently of the masks module."""
     flat = binary.flatten(order="F")
     changes = np.flatnonzero(np.diff(flat)) + 1
     bounds = [0, *changes.tolist(), flat.size]

@@ -23,8 +23,8 @@ from websockets.exceptions import ConnectionClosed
 from models.xmem.config import XMemConfig
 from models.xmem.export import eager_engines
 from models.xmem.inference_core import InferenceCore
-from server.masks import encode_index_png
 from server.settings import Settings
+from server.tasks.segmentation.masks import encode_index_png
 from tests.models.xmem_support import hashed_xmem
 from tests.server.support import RunningServer, png, running_server
 
@@ -199,7 +199,7 @@ def test_rest_frames_controls_and_rle(
     frames, masks = xmem_vectors[f"{SEQ}/frames_u8"], xmem_vectors[f"{SEQ}/masks_u8"]
     session = create(xmem_server, session_body(xmem_spec, output_format="rle"))
     url = f"{xmem_server.url}/v1/sessions/{session['id']}"
-    from server.masks import encode_rle
+    from server.tasks.segmentation.masks import encode_rle
 
     rles = {str(i): encode_rle((masks[0] == i).astype(np.uint8)) for i in (1, 2)}
     first = httpx.post(

@@ -1,58 +1,26 @@
-"""``POST /v1/interpolate``: one pair in, its in-between frames out, for editors."""
+"""``POST /v1/interpolate``: one pair in, its in-between frames out, for editors. The pair
+runs as a stream of two frames through the task's one step (``step.py``)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
-from models.rife.inference import InterpolationInputError, check_timesteps, timesteps_for_factor
-from models.rife.scene import DEFAULT_SCENE_CHANGE_THRESHOLD
+from models.rife.inference import InterpolationInputError, check_scale
 from server.api.deps import State, read_upload
 from server.media import MEDIA_TYPES, ImageFormat, decode_image, encode_image
+from server.sessions.store import new_core
 from server.state import ServerState
-from server.tasks.interpolation import Interpolated, InterpolationService
+from server.tasks.interpolation.forms import parse_threshold, parse_timesteps
+from server.tasks.interpolation.service import Interpolated, InterpolationService
+from server.tasks.interpolation.session import TASK, InterpolationSession
+from server.tasks.interpolation.step import step
 
 router = APIRouter(prefix="/v1", tags=["interpolation"])
-
-
-def parse_timesteps(values: list[str] | None, factor: int | None) -> list[float]:
-    """Timesteps from repeated fields, "0.25,0.5", or "[0.25, 0.5]"; else from ``factor``
-    (default 2: the middle frame). Both at once is an error."""
-    given = [v for v in values or [] if v.strip()]
-    if given and factor is not None:
-        raise InterpolationInputError("give timesteps or factor, not both")
-    if not given:
-        return timesteps_for_factor(2 if factor is None else factor)
-    timesteps: list[float] = []
-    for value in given:
-        text = value.strip()
-        try:
-            parsed = json.loads(text) if text.startswith("[") else [float(t) for t in text.split(",")]
-            timesteps.extend(float(t) for t in parsed)
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise InterpolationInputError(f"timesteps must be numbers in (0, 1), got {value!r}") from exc
-    check_timesteps(timesteps)
-    return timesteps
-
-
-def parse_threshold(value: str | None) -> float | None:
-    """ "none" or "off" turns scene detection off; otherwise an SSIM threshold in [0, 1]."""
-    if value is None or value.strip() == "":
-        return DEFAULT_SCENE_CHANGE_THRESHOLD
-    if value.strip().lower() in ("none", "off"):
-        return None
-    try:
-        threshold = float(value)
-    except ValueError:
-        threshold = -1.0
-    if not 0.0 <= threshold <= 1.0:
-        raise InterpolationInputError(f"scene_change_threshold must be in [0, 1] or 'none', got {value!r}")
-    return threshold
 
 
 @router.post(
@@ -78,12 +46,18 @@ async def interpolate(
     output_format: Annotated[ImageFormat, Form(description="png, jpeg or webp")] = "png",
     scene_change_threshold: Annotated[str | None, Form(description="SSIM cut threshold or 'none'")] = None,
 ) -> Response:
-    service = state.interpolation_service(model)
-    steps = parse_timesteps(timesteps, factor)
-    threshold = parse_threshold(scene_change_threshold)
-    owner = "req-" + secrets.token_hex(6)
-    with state.announce(service.engine.model, owner):
-        results = await _run(state, service, owner, frame0, frame1, steps, scale, threshold)
+    service = state.service(model, state.task_named(TASK))
+    assert isinstance(service, InterpolationService)
+    check_scale(scale)
+    pair = InterpolationSession(
+        core=new_core("req-"),
+        model=service.model,
+        timesteps=parse_timesteps(timesteps, factor),
+        scale=scale,
+        scene_change_threshold=parse_threshold(scene_change_threshold),
+    )
+    with state.announce(service.model, pair.id):
+        results = await _run(state, service, pair, frame0, frame1)
     encoded = await asyncio.to_thread(lambda: [encode_image(r.frame, output_format) for r in results])
     if len(results) == 1:
         return Response(encoded[0], media_type=MEDIA_TYPES[output_format], headers=_part_headers(results[0]))
@@ -93,12 +67,9 @@ async def interpolate(
 async def _run(
     state: ServerState,
     service: InterpolationService,
-    owner: str,
+    pair: InterpolationSession,
     frame0: UploadFile,
     frame1: UploadFile,
-    steps: list[float],
-    scale: float,
-    threshold: float | None,
 ) -> list[Interpolated]:
     limit = state.settings.max_pixels
     data0, data1 = await read_upload(state, frame0, "frame0"), await read_upload(state, frame1, "frame1")
@@ -106,9 +77,8 @@ async def _run(
     pixels1 = await asyncio.to_thread(decode_image, data1, limit)
     if pixels0.shape != pixels1.shape:
         raise InterpolationInputError(f"frame sizes differ: {pixels0.shape[:2]} and {pixels1.shape[:2]}")
-    prepared0 = await asyncio.to_thread(service.prepare, pixels0, scale)
-    prepared1 = await asyncio.to_thread(service.prepare, pixels1, scale)
-    return await service.interpolate(owner, prepared0, prepared1, steps, threshold)
+    await step(service, pair, pixels0)
+    return await step(service, pair, pixels1)
 
 
 def _part_headers(result: Interpolated) -> dict[str, str]:

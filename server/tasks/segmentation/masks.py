@@ -33,6 +33,11 @@ class MaskError(ValueError):
         super().__init__(message)
         self.code = code
 
+    @property
+    def status(self) -> int:
+        """422 for a well-formed mask of the wrong size, 400 for bytes that are not a mask."""
+        return 422 if self.code == "mask_size_mismatch" else 400
+
 
 # ---------------------------------------------------------------------------- inputs
 

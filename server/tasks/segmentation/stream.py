@@ -4,25 +4,20 @@ frame out, and control messages that apply from the next frame on."""
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from fastapi import WebSocket
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from models.xmem.inference_core import SegmentationInputError
 from server.api.framing import FrameHeader, FrameStream
-from server.api.segment_ops import (
-    MaskSpec,
-    ObjectId,
-    decode_mask,
-    encode_answer_async,
-    queue_mask,
-    queue_removal,
-    queue_reset,
-    run_frame,
-)
 from server.media import decode_image
-from server.sessions import PendingMask, SegmentationSession
 from server.state import ServerState
+from server.tasks.segmentation.controls import queue_mask, queue_removal, queue_reset
+from server.tasks.segmentation.masks import MaskError
+from server.tasks.segmentation.session import PendingMask, SegmentationSession
+from server.tasks.segmentation.step import encode_answer_async, run_frame
+from server.tasks.segmentation.wire import MaskSpec, ObjectId, decode_mask
 
 
 class SegmentFrameHeader(FrameHeader):
@@ -60,6 +55,11 @@ class SegmentationStream(FrameStream):
     """Frames in, exactly one result (its mask, objects and timing) per frame out."""
 
     header_model = SegmentFrameHeader
+    client_errors: ClassVar[tuple[type[Exception], ...]] = (
+        *FrameStream.client_errors,
+        MaskError,
+        SegmentationInputError,
+    )
 
     def __init__(self, state: ServerState, ws: WebSocket, session: SegmentationSession) -> None:
         super().__init__(state, ws, session)

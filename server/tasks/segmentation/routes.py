@@ -1,5 +1,5 @@
 """Segmentation over REST: object controls, and one frame at a time for editors that
-cannot hold a websocket. The same operations as the stream's (``segment_ops``)."""
+cannot hold a websocket. The same controls and the same step as the stream's."""
 
 from __future__ import annotations
 
@@ -14,22 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from server.api.deps import State, read_upload
 from server.api.errors import ApiError
-from server.api.segment_ops import (
-    MaskSpec,
-    ObjectId,
-    RleMask,
-    decode_mask,
-    encode_answer_async,
-    queue_mask,
-    queue_removal,
-    queue_reset,
-    run_frame,
-    tracked_after,
-)
-from server.masks import decode_index_png
 from server.media import decode_image
-from server.sessions import PendingMask, SegmentationSession
 from server.state import ServerState
+from server.tasks.segmentation.controls import queue_mask, queue_removal, queue_reset, tracked_after
+from server.tasks.segmentation.masks import decode_index_png
+from server.tasks.segmentation.session import PendingMask, SegmentationSession
+from server.tasks.segmentation.step import encode_answer_async, run_frame
+from server.tasks.segmentation.wire import MaskSpec, ObjectId, RleMask, decode_mask
 
 router = APIRouter(prefix="/v1/sessions/{session_id}", tags=["segmentation"])
 
@@ -97,24 +88,21 @@ async def step_frame(
     if not state.accepting:  # why: a drain waits for frames in flight; it must not admit more
         raise ApiError(503, "not_ready", "the server is shutting down; the frame was not run")
     started = time.perf_counter()
-    # why claimed before any await: concurrent REST frames (or a stream) get distinct indices
-    index = session.last_index = (session.last_index if session.last_index is not None else -1) + 1
-    session.core.frames_in += 1
-    session.core.in_flight += 1  # why: drain waits for it, and expiry leaves its session alone
-    try:
-        with state.announce(session.model, session.id):
-            data = await read_upload(state, image, "image")
-            pixels = await asyncio.to_thread(decode_image, data, state.settings.max_pixels)
-            size = (pixels.shape[0], pixels.shape[1])
-            given = await _given_mask(state, session, mask, rle, objects, size)
-            result = await run_frame(state, session, pixels, given)
-    except Exception:
-        session.core.frames_failed += 1  # why: the error answers this frame; it is not dropped
-        raise
-    finally:
-        session.core.in_flight -= 1
-        session.core.touch()
-    session.core.frames_done += 1
+    core = session.core
+    with core.receiving():
+        index = core.next_index(None)
+        core.take_index(index)  # why before any await: concurrent frames get distinct indices
+        try:
+            with state.announce(session.model, session.id):
+                data = await read_upload(state, image, "image")
+                pixels = await asyncio.to_thread(decode_image, data, state.settings.max_pixels)
+                size = (pixels.shape[0], pixels.shape[1])
+                given = await _given_mask(state, session, mask, rle, objects, size)
+                result = await run_frame(state, session, pixels, given)
+        except Exception:
+            core.frames_failed += 1  # why: the error answers this frame; it is not dropped
+            raise
+        core.frames_done += 1
     message, binaries = await encode_answer_async(session, index, result, started)
     return {**message, "data": [base64.b64encode(b).decode() for b in binaries]}
 

@@ -1,0 +1,25 @@
+"""``/v1/models``: every configured model with its own readiness (``loading``, ``ready`` or
+``failed`` with a reason that says what to do), its task and its engine parts; as Triton
+keeps per-model readiness apart from the server's."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from server.api.deps import State
+from server.state import UnknownModel
+
+router = APIRouter(prefix="/v1/models", tags=["operations"])
+
+
+@router.get("", summary="Every configured model: task, state, reason, engine parts")
+async def list_models(state: State) -> dict[str, object]:
+    return {"models": [served.public() for served in state.models.values()]}
+
+
+@router.get("/{name}", summary="One configured model")
+async def get_model(name: str, state: State) -> dict[str, object]:
+    served = state.models.get(name)
+    if served is None:
+        raise UnknownModel(f"unknown model {name!r}; this server serves {state.settings.models}")
+    return served.public()
