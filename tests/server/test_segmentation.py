@@ -8,6 +8,8 @@ import asyncio
 import base64
 import io
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from models.xmem.export import eager_engines
 from models.xmem.inference_core import InferenceCore
 from server.settings import Settings
 from server.tasks.segmentation.masks import encode_index_png
+from tests.conftest import REPO_ROOT
 from tests.models.xmem_support import hashed_xmem
 from tests.server.support import RunningServer, png, running_server
 
@@ -405,3 +408,47 @@ def test_a_rest_frame_during_a_drain_is_refused(
     info = httpx.get(url).json()
     assert info["frames_in"] == 0 and info["in_flight"] == 0
     httpx.delete(url)
+
+
+def test_the_cli_and_the_server_resize_alike(
+    xmem_server: RunningServer,
+    xmem_vectors: Any,
+    xmem_spec: dict[str, Any],
+    hashed_checkpoint: Path,
+    tmp_path: Path,
+) -> None:
+    """At a processing size below the frames', ``python -m models segment --processing-size``
+    gives the masks a server session with that processing size gives: one resize, there
+    and back, shared by both (``models/xmem/inference_core.py``)."""
+    frames, masks = xmem_vectors["seq_b/frames_u8"][:6], xmem_vectors["seq_b/masks_u8"]  # 72×100
+    first = np.where(np.isin(masks[0], [1, 2]), masks[0], 0).astype(np.uint8)
+    assert min(frames.shape[1:3]) > 64, "the frames must be larger than the processing size"
+    folder, out = tmp_path / "frames", tmp_path / "out"
+    folder.mkdir()
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{t:05d}.png")
+    Image.fromarray(first).save(tmp_path / "mask0.png")
+    (tmp_path / "config.json").write_text(json.dumps(xmem_spec["config"]))
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "models", "segment", str(folder), "--weights", str(hashed_checkpoint),
+            "--prompt", f"0:{tmp_path / 'mask0.png'}", "--config", str(tmp_path / "config.json"),
+            "--processing-size", "64", "--out", str(out),
+        ],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    session = create(xmem_server, session_body(xmem_spec, processing_size=64))
+    url = f"{xmem_server.url}/v1/sessions/{session['id']}/frames"
+    for t, frame in enumerate(frames):
+        files = {"image": png(frame)} | ({"mask": encode_index_png(first)} if t == 0 else {})
+        answer = httpx.post(url, files=files, timeout=120)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["tracked"] == [1, 2]
+        served = index_of(base64.b64decode(answer.json()["data"][0]))
+        assert set(np.unique(served)) == {0, 1, 2}
+        offline = np.asarray(Image.open(out / f"{t:05d}.png"))
+        assert served.shape == frames.shape[1:3] == offline.shape
+        # why a few pixels: TorchScript beside eager, on near ties of the bilinear upsampling
+        assert np.mean(served != offline) < 0.002, f"frame {t}"
