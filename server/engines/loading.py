@@ -94,9 +94,8 @@ def resolve_weights(settings: Settings, model: str) -> Path:
             mirror=settings.weights_mirror,
         )
     except FetchError as exc:
-        raise EngineError(
-            f"{model}: {exc}. Or fetch it with `python -m models fetch {model}`, or {mount}"
-        ) from exc
+        # why no prefix: the fetcher's messages name the model already
+        raise EngineError(f"{exc}. Or fetch it with `python -m models fetch {model}`, or {mount}") from exc
 
 
 def _mount_hint(model: str) -> str:
