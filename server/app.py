@@ -148,7 +148,8 @@ def _services(state: ServerState) -> list[ModelService]:
 
 
 async def shutdown(state: ServerState, *tasks: asyncio.Task[None]) -> None:
-    """Stop admitting, close sessions (their streams end with 1001), drain queues, free engines."""
+    """Stop admitting, close sessions (their streams end with 1001), drain the schedulers
+    (the engines go with the app)."""
     state.accepting = False
     for task in tasks:
         task.cancel()
@@ -156,9 +157,7 @@ async def shutdown(state: ServerState, *tasks: asyncio.Task[None]) -> None:
     await state.jobs.shutdown()
     await state.sessions.close_all("closed: server shutting down")
     for service in _services(state):
-        await service.scheduler.stop()
-    for served in state.models.values():
-        served.service, served.state = None, ModelState.LOADING
+        await service.scheduler.stop()  # why kept: a late submit now gets ShuttingDown, not a crash
 
 
 async def _session_closed(state: ServerState, session: Session) -> None:
