@@ -22,13 +22,11 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from models.engine_folder import ONNX_OPSET  # why 17 there: GridSample 16, Resize 13+
 from models.repository import ENGINE_FILES, EngineMetadata, Format, TensorInfo, engine_dir, write_metadata
 from models.rife.ifnet import FeatureEncoder, FlowFromFeatures, IFNet
 from models.rife.spec import SCALES, RifeSpec
 
-# why 17: the first opset where every op here (GridSample 16, Resize 13+) is standard and
-# which TensorRT 8.6+ and ORT 1.14+ both accept
-ONNX_OPSET = 17
 Part = Literal["full", "encoder", "flow"]  # the whole network, or its two halves (4.22+)
 
 

@@ -12,30 +12,23 @@ Frames, rows, height and width are dynamic axes.
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
-import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from models.repository import EngineMetadata, Format, TensorInfo, engine_dir, read_metadata, write_metadata
+from models.engine_folder import ExportPart, FolderInfo, export_folder, load_folder
+from models.repository import EngineMetadata, Format, TensorInfo
 from models.rife.export import exporter_versions
-from models.runtime import CPU_PROVIDERS, EngineKind, OnnxRunner, ProviderSpec, Runner, TorchRunner
+from models.runtime import CPU_PROVIDERS, EngineKind, ProviderSpec, Runner, TorchRunner
 from models.xmem.config import XMemWidths
 from models.xmem.engines import ENGINE_NAMES, engine_modules
 from models.xmem.network import STRIDE, XMem
 
-# why 17: as the RIFE engines — every op here is standard by 17, and TensorRT 8.6+ and
-# ORT 1.14+ both accept it
-ONNX_OPSET = 17
 # the reference's one network layout (XMem.pth and XMem-s012.pth share it; weights differ)
 NETWORK_VERSION = "1.0"
-SUFFIXES: dict[Format, str] = {"onnx": ".onnx", "torchscript": ".ts"}
 # the sample batch the exporter traces: 2 frames, 3 object rows (frame 0 has two objects),
 # so no axis is traced at size 1 and the row gather is a real gather
 _SAMPLE_FRAMES, _SAMPLE_ROWS, _SAMPLE_HW = 2, 3, (64, 96)
@@ -128,64 +121,6 @@ def sample_inputs(net: XMem, fp16: bool) -> dict[str, tuple[Tensor, ...]]:
     }
 
 
-def half_input_positions(inputs: Sequence[TensorInfo]) -> tuple[int, ...]:
-    """Which positional inputs an engine takes in float16 (the runners cast them)."""
-    return tuple(i for i, t in enumerate(inputs) if t.dtype == "float16")
-
-
-def _dynamic_axes(infos: Sequence[TensorInfo]) -> dict[str, dict[int, str]]:
-    return {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in infos}
-
-
-def _write_onnx(
-    module: nn.Module, path: Path, sample: tuple[Tensor, ...], io: tuple[list[TensorInfo], list[TensorInfo]]
-) -> None:
-    inputs, outputs = io
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer chatter (the assert in Segment), expected
-        # why dynamo=False: the torch.export-based exporter needs onnxscript, which is not a
-        # dependency; the TorchScript-based one exports this graph with dynamic frames, rows,
-        # H and W (the tests run it at other sizes and counts than traced)
-        torch.onnx.export(
-            module,
-            sample,
-            str(path),
-            dynamo=False,
-            opset_version=ONNX_OPSET,
-            input_names=[t.name for t in inputs],
-            output_names=[t.name for t in outputs],
-            dynamic_axes=_dynamic_axes(inputs) | _dynamic_axes(outputs),
-        )
-    import onnx
-
-    onnx.checker.check_model(str(path))
-
-
-def _write_torchscript(module: nn.Module, path: Path) -> None:
-    torch.jit.script(module).save(str(path))
-
-
-def _write_engine(
-    module: nn.Module,
-    target: Path,
-    fmt: Format,
-    sample: tuple[Tensor, ...],
-    io: tuple[list[TensorInfo], list[TensorInfo]],
-) -> None:
-    """Written under a temporary name, then renamed: a crash leaves no partial engine."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".export-", suffix=target.suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        if fmt == "onnx":
-            _write_onnx(module, tmp, sample, io)
-        else:
-            _write_torchscript(module, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _prepare(net: XMem, fp16: bool) -> XMem:
     net = copy.deepcopy(net).eval()
     return net.half() if fp16 else net.float()
@@ -205,63 +140,23 @@ def export_xmem(
     The old metadata goes first and the new last, so a folder with metadata always holds
     three complete engines of one export.
     """
-    folder = engine_dir(repository, model_name, fmt, fp16)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metadata.json").unlink(missing_ok=True)
     prepared = _prepare(net, fp16)
     modules = engine_modules(prepared)
     infos = io_info(net, fp16)
     samples = sample_inputs(net, fp16)
-    files = {name: f"{name}{SUFFIXES[fmt]}" for name in ENGINE_NAMES}
-    for name in ENGINE_NAMES:
-        _write_engine(modules[name], folder / files[name], fmt, samples[name], infos[name])
-    first = ENGINE_NAMES[0]
-    metadata = EngineMetadata(
+    parts = [ExportPart(name, modules[name], samples[name], *infos[name]) for name in ENGINE_NAMES]
+    info = FolderInfo(
         model=model_name,
         family="xmem",
         version=NETWORK_VERSION,
-        format=fmt,
-        precision="fp16" if fp16 else "fp32",
-        file=files[first],
-        inputs=infos[first][0],
-        outputs=infos[first][1],
         weights_sha256=weights_sha256,
         exporter=exporter_versions(),
-        opset=ONNX_OPSET if fmt == "onnx" else None,
         extra={
-            "engines": {
-                name: {
-                    "file": files[name],
-                    "inputs": _dicts(infos[name][0]),
-                    "outputs": _dicts(infos[name][1]),
-                }
-                for name in ENGINE_NAMES
-            },
             "pad_multiple": STRIDE,
             "dims": {"key_dim": net.key_dim, "value_dim": net.value_dim, "hidden_dim": net.hidden_dim},
         },
     )
-    write_metadata(folder, metadata)
-    return folder, metadata
-
-
-def _dicts(infos: Sequence[TensorInfo]) -> list[dict[str, Any]]:
-    return [asdict(t) for t in infos]
-
-
-def engine_infos(metadata: EngineMetadata) -> dict[str, tuple[str, list[TensorInfo], list[TensorInfo]]]:
-    """Engine name → (file, inputs, outputs), read back from ``metadata.extra``."""
-    listed = metadata.extra.get("engines")
-    if not isinstance(listed, dict) or set(listed) != set(ENGINE_NAMES):
-        raise ValueError(f"metadata of {metadata.model} does not list the engines {', '.join(ENGINE_NAMES)}")
-    return {
-        name: (
-            str(e["file"]),
-            [TensorInfo(**t) for t in e["inputs"]],
-            [TensorInfo(**t) for t in e["outputs"]],
-        )
-        for name, e in listed.items()
-    }
+    return export_folder(repository, fmt, fp16, parts, info)
 
 
 def load_engines(
@@ -272,16 +167,7 @@ def load_engines(
     device: torch.device | str = "cpu",
 ) -> XMemEngines:
     """The three engines an ``export_xmem`` folder holds, as runners of ``kind``."""
-    metadata = read_metadata(folder)
-    wanted: Format = "onnx" if kind == "onnx" else "torchscript"
-    if kind == "eager" or metadata.format != wanted:
-        raise ValueError(f"{folder} holds {metadata.format} engines; cannot load them as {kind}")
-    runners: dict[str, Runner] = {}
-    for name, (file, inputs, _) in engine_infos(metadata).items():
-        if kind == "onnx":
-            runners[name] = OnnxRunner(folder / file, providers)
-        else:
-            runners[name] = TorchRunner.load_torchscript(folder / file, half_input_positions(inputs), device)
+    runners, metadata = load_folder(folder, kind, ENGINE_NAMES, providers=providers, device=device)
     return XMemEngines(**runners, widths=XMemWidths(**metadata.extra["dims"]))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from models.engine_folder import SUFFIXES
 from models.repository import Format, default_repository, engine_dir, is_current
 from models.rife.export import exporter_versions
 from models.runtime import CPU_PROVIDERS, EngineKind, ProviderSpec
@@ -16,7 +17,7 @@ from models.weights.fetch import sha256_file, weights_path
 from models.weights.registry import get_entry
 from models.xmem.checkpoint import load_xmem
 from models.xmem.engines import ENGINE_NAMES
-from models.xmem.export import SUFFIXES, XMemEngines, eager_engines, export_xmem, load_engines
+from models.xmem.export import XMemEngines, eager_engines, export_xmem, load_engines
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ import pytest
 import torch
 from torch import Tensor
 
+from models.engine_folder import ONNX_OPSET
 from models.repository import read_metadata
-from models.xmem.export import ONNX_OPSET, XMemEngines, eager_engines, export_xmem, load_engines
+from models.xmem.export import XMemEngines, eager_engines, export_xmem, load_engines
 from models.xmem.modules import aggregate
 from models.xmem.network import XMem, others_of
 from tests.models.test_xmem_network import max_diff, unit, unit_image, unit_masks

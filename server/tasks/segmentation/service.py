@@ -16,11 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.engine_folder import SUFFIXES
 from models.repository import Format, engine_dir
 from models.xmem.batch import step_batch
 from models.xmem.config import XMemConfig
 from models.xmem.engines import ENGINE_NAMES
-from models.xmem.export import SUFFIXES, XMemEngines
+from models.xmem.export import XMemEngines
 from models.xmem.inference_core import (
     FrameWork,
     InferenceCore,
