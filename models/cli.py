@@ -1,4 +1,4 @@
-"""The offline command line: interpolate, segment, fetch, export."""
+"""The offline command line: interpolate, segment, embed, fetch, export."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import segment_cli
+from models import embed_cli, segment_cli
 from models.images import ImageError, read_rgb, write_png
 from models.repository import FORMATS, default_repository
 from models.rife.checkpoint import CheckpointError
@@ -51,9 +51,13 @@ def _add_interpolate(sub: argparse._SubParsersAction) -> None:
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a network into the model repository")
-    p.add_argument("family", choices=["rife", "xmem"])
+    p.add_argument("family", choices=["rife", "xmem", "videomae"])
     p.add_argument("--version", choices=list(SPECS), help="RIFE release (rife only)")
-    p.add_argument("--model", default="xmem", choices=["xmem", "xmem-s012"], help="XMem weights (xmem only)")
+    p.add_argument(
+        "--model",
+        choices=["xmem", "xmem-s012", "videomae-vit-s-k400", "videomae-vit-b-k400"],
+        help="the registry model (xmem: xmem or xmem-s012, the default xmem; videomae: required)",
+    )
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--fp16", action="store_true")
     p.add_argument(
@@ -63,7 +67,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="rife 4.22+: the feature encoder or the flow network that takes its features (what the "
         "server runs), instead of the whole network",
     )
-    p.add_argument("--weights", type=Path, help="a released flownet*.pkl, instead of the registry's")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help="a released checkpoint (flownet*.pkl, XMem.pth, a VideoMAE .pth or .safetensors)",
+    )
     p.add_argument("--repository", type=Path, help="default: $VIDSERVE_MODEL_REPOSITORY or the cache")
 
 
@@ -105,6 +113,8 @@ def run_interpolate(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     if args.family == "xmem":
         return run_export_xmem(args)
+    if args.family == "videomae":
+        return run_export_videomae(args)
     from models.rife.loading import ensure_engine
     from models.weights.fetch import resolve_weights
 
@@ -126,9 +136,29 @@ def run_export_xmem(args: argparse.Namespace) -> int:
         raise ValueError("--part applies to rife 4.22+ only; xmem always exports its three engines")
     from models.xmem.loading import load_xmem_engines
 
-    weights = resolve_weights(args.model, args.weights)
+    model = args.model or "xmem"
+    if not model.startswith("xmem"):
+        raise ValueError(f"export xmem takes --model xmem or xmem-s012, not {model}")
+    weights = resolve_weights(model, args.weights)
     repository = args.repository or default_repository()
-    load_xmem_engines(args.model, weights, args.format, fp16=args.fp16, repository=repository)
+    load_xmem_engines(model, weights, args.format, fp16=args.fp16, repository=repository)
+    print(engine_dir(repository, model, args.format, args.fp16))
+    return 0
+
+
+def run_export_videomae(args: argparse.Namespace) -> int:
+    """Both parts (embed, encode) of the clip encoder into the repository."""
+    from models.repository import engine_dir
+    from models.videomae.loading import load_videomae_engines
+    from models.weights.fetch import resolve_weights
+
+    if args.model is None or not args.model.startswith("videomae-") or args.part != "full":
+        raise ValueError(
+            "export videomae takes --model videomae-vit-s-k400 or videomae-vit-b-k400, and no --part"
+        )
+    repository = args.repository or default_repository()
+    weights = resolve_weights(args.model, args.weights)
+    load_videomae_engines(args.model, weights, args.format, fp16=args.fp16, repository=repository)
     print(engine_dir(repository, args.model, args.format, args.fp16))
     return 0
 
@@ -139,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_interpolate(sub)
     segment_cli.add_parser(sub)
+    embed_cli.add_parser(sub)
     fetch = sub.add_parser("fetch", help="download a model's weights into the cache and verify them")
     fetch.add_argument("name", help=f"registry name, e.g. {DEFAULT_MODEL}")
     fetch.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -159,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_export(args)
         if args.command == "segment":
             return segment_cli.run_segment(args)
+        if args.command == "embed":
+            return embed_cli.run_embed(args)
         return run_interpolate(args)
     except (
         FetchError,

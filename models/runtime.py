@@ -74,6 +74,7 @@ _ONNX_DTYPES: dict[str, tuple[torch.dtype, type]] = {
     "tensor(int64)": (torch.int64, np.int64),
     "tensor(int32)": (torch.int32, np.int32),
     "tensor(bool)": (torch.bool, np.bool_),
+    "tensor(uint8)": (torch.uint8, np.uint8),
 }
 
 

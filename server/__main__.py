@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from server import logs
 from server.settings import Settings, settings_table
-from server.state import ServerState
+from server.state import ServerState, UnknownModel
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"invalid configuration:\n{exc}", file=sys.stderr)
         return 2
-    run(settings)
+    try:
+        run(settings)
+    except UnknownModel as exc:  # a registry model that no task of this server serves
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -66,7 +66,10 @@ def task_for(tasks: Sequence[Task[Any, Any]], model: str) -> Task[Any, Any]:
     for task in tasks:
         if task.serves(model):
             return task
-    raise UnknownModel(f"no task serves model {model!r}; tasks: {[t.name for t in tasks]}")
+    raise UnknownModel(
+        f"no task of this server serves model {model!r} (VIDSERVE_MODELS); "
+        f"its tasks: {[t.name for t in tasks]}"
+    )
 
 
 @dataclass

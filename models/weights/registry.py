@@ -107,6 +107,29 @@ def _xmem(name: str, filename: str) -> ModelEntry:
     )
 
 
+# parameters of the fine-tuned encoders (the state-dict TSVs in shared/conformance/videomae)
+_VIDEOMAE_PARAMETERS = {"vit-s": 22_033_936, "vit-b": 86_534_800}
+_SAFETENSORS_HEADER = 64_000  # why: the JSON header of ~190 tensors is a few tens of kB at most
+
+
+def _videomae(arch: str, repo: str) -> ModelEntry:
+    # MCG-NJU's Kinetics-400 fine-tuned VideoMAE (CC-BY-NC 4.0), HuggingFace's model.safetensors
+    # layout. Not downloadable from our machines, so sha256 and exact size are not pinned; the
+    # file is its float32 tensors and a small header, so a download of another size is refused.
+    floats = 4 * _VIDEOMAE_PARAMETERS[arch]
+    return ModelEntry(
+        name=f"videomae-{arch}-k400",
+        family="videomae",
+        version=arch,
+        source=UrlSource(f"https://huggingface.co/MCG-NJU/{repo}/resolve/main/model.safetensors"),
+        sha256=None,
+        size=None,
+        license="CC-BY-NC-4.0",
+        filename=f"videomae-{arch}-k400.safetensors",
+        size_bounds=(floats, floats + _SAFETENSORS_HEADER),
+    )
+
+
 _ENTRIES: tuple[ModelEntry, ...] = (
     ModelEntry(
         name="rife-4.0",
@@ -129,6 +152,8 @@ _ENTRIES: tuple[ModelEntry, ...] = (
     _holywu_rife("4.26"),
     _xmem("xmem", "XMem.pth"),
     _xmem("xmem-s012", "XMem-s012.pth"),
+    _videomae("vit-s", "videomae-small-finetuned-kinetics"),
+    _videomae("vit-b", "videomae-base-finetuned-kinetics"),
 )
 
 

@@ -127,3 +127,17 @@ def test_readme_settings_table_is_generated_from_the_code() -> None:
     begin = readme.index("<!-- settings:begin")
     table = readme[readme.index("\n", begin) + 1 : readme.index("<!-- settings:end -->")]
     assert table == settings_table(), "README settings table is stale: run python -m server --settings-table"
+
+
+def test_a_model_no_task_serves_is_refused_at_start() -> None:
+    """The clip encoder's registry entries exist before its task does: asking for one is a
+    configuration error, said in one line, not a traceback."""
+    done = subprocess.run(
+        [sys.executable, "-m", "server"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={"VIDSERVE_MODELS": '["videomae-vit-s-k400"]', "PATH": ""},
+    )
+    assert done.returncode == 2 and "no task of this server serves model 'videomae-vit-s-k400'" in done.stderr
+    assert "Traceback" not in done.stderr
