@@ -77,7 +77,8 @@ RUN pip install --no-cache-dir \
         prometheus-client==0.26.0 \
         websockets==17.4 \
         pycocotools==2.0.11 \
-        av==18.1.0
+        av==18.1.0 \
+        safetensors==0.8.0
 # Optional TensorRT for ONNX Runtime's TensorRT provider (the server tries it first on a GPU):
 # --build-arg WITH_TENSORRT=1, then run with VIDSERVE_PROVIDERS
 # '["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]'.
