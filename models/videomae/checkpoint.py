@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from models.rife.checkpoint import CheckpointError
+from models.tensor_check import mismatches
 from models.videomae.config import ARCHS, VideoMAEConfig
 from models.videomae.labels import K400_CLASSES, K710_CLASSES, k710_rows_of_k400
 from models.videomae.network import VideoViT
@@ -32,7 +33,6 @@ __all__ = ["CheckpointError", "expected_shapes", "hf_shapes", "load_videomae", "
 
 Layout = Literal["opengvlab", "hf"]
 WRAPPERS = ("module", "model", "state_dict")  # why: how released .pth files wrap their state dict
-_LISTED = 20  # names of each kind an error lists before "... and N more"
 
 # HuggingFace name → OpenGVLab name, for every tensor but the split qkv weight
 _HF_LAYER = "videomae.encoder.layer.{i}."
@@ -137,18 +137,11 @@ def check_tensors(
     source: str,
 ) -> None:
     """Raise ``CheckpointError`` naming every missing, mis-shaped and unexpected tensor."""
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = [
-        f"{k}: expected {_shape(shape)}, found {_shape(tuple(tensors[k].shape))}"
-        for k, shape in expected.items()
-        if k in tensors and tuple(tensors[k].shape) != shape
-    ]
-    if not (missing or unexpected or wrong):
-        return
-    lines = [f"{source} fits the {layout} layout of VideoMAE {arch}, but:"]
-    lines += _listed("missing", missing) + _listed("wrong shape", wrong) + _listed("unexpected", unexpected)
-    raise CheckpointError("\n".join(lines))
+    problems = mismatches(tensors, expected)
+    if problems:
+        raise CheckpointError(
+            "\n".join([f"{source} fits the {layout} layout of VideoMAE {arch}, but:", *problems])
+        )
 
 
 def from_hf(tensors: Mapping[str, Tensor], depth: int) -> dict[str, Tensor]:
@@ -208,14 +201,3 @@ def _reduce_head(
         f"{source}: its head has {config.classes} classes; {classes} asked for "
         f"(a {K710_CLASSES}-class head reduces to {K400_CLASSES}, nothing else is mapped)"
     )
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape)) or "scalar"
-
-
-def _listed(kind: str, items: list[str]) -> list[str]:
-    lines = [f"  {kind} {item}" for item in items[:_LISTED]]
-    if len(items) > _LISTED:
-        lines.append(f"  ... and {len(items) - _LISTED} more {kind}")
-    return lines

@@ -15,13 +15,11 @@ import torch
 from torch import Tensor
 
 from models.rife.checkpoint import CheckpointError, read_state_dict
+from models.tensor_check import mismatches
 from models.xmem.config import XMemConfig
 from models.xmem.network import XMem
 
 __all__ = ["CheckpointError", "check_tensors", "expected_shapes", "infer_config", "load_xmem"]
-
-# how many names of each kind an error lists before "... and N more"
-_LISTED = 20
 
 
 def expected_shapes(config: XMemConfig | None = None) -> dict[str, tuple[int, ...]]:
@@ -53,33 +51,12 @@ def infer_config(tensors: Mapping[str, Tensor]) -> XMemConfig:
         raise CheckpointError(f"the checkpoint's widths {dims} are not an XMem network: {exc}") from exc
 
 
-def _shape(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape)) or "scalar"
-
-
-def _listed(kind: str, items: list[str]) -> list[str]:
-    lines = [f"  {kind} {item}" for item in items[:_LISTED]]
-    if len(items) > _LISTED:
-        lines.append(f"  ... and {len(items) - _LISTED} more {kind}")
-    return lines
-
-
 def check_tensors(tensors: Mapping[str, Tensor], config: XMemConfig, source: str) -> None:
     """Raise ``CheckpointError`` naming every missing, mis-shaped and unexpected tensor."""
-    expected = expected_shapes(config)
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = [
-        f"{k}: expected {_shape(shape)}, found {_shape(tuple(tensors[k].shape))}"
-        for k, shape in expected.items()
-        if k in tensors and tuple(tensors[k].shape) != shape
-    ]
-    if not (missing or unexpected or wrong):
-        return
-    dims = f"key_dim {config.key_dim}, value_dim {config.value_dim}, hidden_dim {config.hidden_dim}"
-    lines = [f"{source} does not fit XMem ({dims}):"]
-    lines += _listed("missing", missing) + _listed("wrong shape", wrong) + _listed("unexpected", unexpected)
-    raise CheckpointError("\n".join(lines))
+    problems = mismatches(tensors, expected_shapes(config))
+    if problems:
+        dims = f"key_dim {config.key_dim}, value_dim {config.value_dim}, hidden_dim {config.hidden_dim}"
+        raise CheckpointError("\n".join([f"{source} does not fit XMem ({dims}):", *problems]))
 
 
 def load_xmem(source: str | Path | Mapping[str, Tensor]) -> XMem:
