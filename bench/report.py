@@ -66,6 +66,11 @@ def device_line() -> str:
     return f"- Device: {cpu_model()}, {cores} logical cores ({usable} usable); {gpu}."
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, for a section's environment line."""
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def replace_section(text: str, name: str, body: str) -> str:
     """``text`` with section ``name`` replaced, or appended when it has none."""
     begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"

@@ -44,7 +44,7 @@ import httpx  # noqa: E402
 import serve_interpolation as interp  # noqa: E402
 import serve_segmentation as seg  # noqa: E402
 import torch  # noqa: E402
-from report import device_line, versions, write_section  # noqa: E402
+from report import device_line, load_average, versions, write_section  # noqa: E402
 
 from models.weights.fetch import fetch  # noqa: E402
 from tests.models.xmem_support import hashed_xmem  # noqa: E402
@@ -271,13 +271,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def loadavg() -> str:
-    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    started, load_start = time.perf_counter(), loadavg()
+    started, load_start = time.perf_counter(), load_average()
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     loads = workloads([int(s) for s in args.sessions.split(",")], args.frames)
     with ExitStack() as stack:
@@ -306,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "when": when,
         "wall_s": time.perf_counter() - started,
         "load_start": load_start,
-        "load_end": loadavg(),
+        "load_end": load_average(),
     }
     body = section(servers, loads, tallies, info)
     print(body)

@@ -39,7 +39,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
-from report import device_line, split, versions, write_section  # noqa: E402
+from report import device_line, load_average, split, versions, write_section  # noqa: E402
 
 from models.runtime import EngineKind  # noqa: E402
 from models.videomae.checkpoint import expected_shapes, load_videomae  # noqa: E402
@@ -237,10 +237,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def loadavg() -> str:
-    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -248,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arch, frames, ratio = args.peak_child
         peak_memory_child(arch, int(frames), float(ratio))
         return 0
-    started, load_start = time.perf_counter(), loadavg()
+    started, load_start = time.perf_counter(), load_average()
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     ratios = [float(r) for r in split(args.ratios)]
     rows: list[Row] = []
@@ -266,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "when": when,
         "wall": f"{time.perf_counter() - started:.0f} s",
         "load_start": load_start,
-        "load_end": loadavg(),
+        "load_end": load_average(),
     }
     body = section(rows, points, info)
     print(body)

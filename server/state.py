@@ -51,6 +51,7 @@ class ServedModel:
             "state": self.state.value,
             "reason": self.reason,
             "engines": self.service.engines.describe() if self.service is not None else [],
+            "warmup_s": self.service.engines.warmup_s if self.service is not None else None,
         }
 
     def ready_service(self) -> ModelService:

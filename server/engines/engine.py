@@ -135,10 +135,6 @@ class EngineSet:
         """This set once a warm-up call has run every part."""
         return replace(self, parts=tuple(replace(p, warm=True) for p in self.parts), warmup_s=seconds)
 
-    @property
-    def fell_back(self) -> bool:
-        return any(p.fell_back for p in self.parts)
-
     def describe(self) -> list[dict[str, object]]:
         return [p.describe() for p in self.parts]
 

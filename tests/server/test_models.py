@@ -110,6 +110,7 @@ def test_a_model_without_weights_fails_alone(
         assert "python -m models fetch xmem" in reason and "VIDSERVE_WEIGHTS" in reason  # how to get it
         assert xmem["engines"] == []
         assert [p["part"] for p in rife["engines"]] == ["full"] and rife["engines"][0]["warm"] is True
+        assert rife["warmup_s"] > 0 and xmem["warmup_s"] is None
         assert httpx.get(f"{server.url}/v1/models/xmem").json() == xmem
 
         assert interpolate_once(server).status_code == 200  # the ready model is served
