@@ -10,7 +10,7 @@ sessions' rows. Either way the same code decides what runs, in what order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -22,6 +22,7 @@ from torch import Tensor
 from models.rife.scene import DEFAULT_SCENE_CHANGE_THRESHOLD, is_scene_change
 from models.rife.spec import SCALES, RifeSpec
 from models.runtime import Runner
+from models.steps import Steps, run_steps
 
 T = TypeVar("T")
 
@@ -189,8 +190,8 @@ class RifeEngines:
 
 # --- the pipeline -----------------------------------------------------------------------
 
-Steps = Generator[list[Row], list[RowResult], T]
-"""Engine work: yields rows of one ``batch_key`` at a time, is sent their results, returns T."""
+RowSteps = Steps[Row, RowResult, T]
+"""RIFE's engine work: rows of one ``batch_key`` at a time (``models/steps.py``)."""
 
 
 def pair_steps(
@@ -201,7 +202,7 @@ def pair_steps(
     *,
     encodes: bool,
     scene_change_threshold: float | None,
-) -> Steps[list[Between]]:
+) -> RowSteps[list[Between]]:
     """The in-between frames of a prepared pair, one per timestep, in order.
 
     ``encodes``: the engines run the feature encoder apart, so frames without features are
@@ -230,7 +231,7 @@ def pair_steps(
     ]
 
 
-def encode_steps(frames: Sequence[PreparedFrame]) -> Steps[None]:
+def encode_steps(frames: Sequence[PreparedFrame]) -> RowSteps[None]:
     """Encode the frames that have no features yet, in one call."""
     missing = [f for f in frames if f.features is None]
     if not missing:
@@ -240,7 +241,7 @@ def encode_steps(frames: Sequence[PreparedFrame]) -> Steps[None]:
         frame.features = _of(Tensor, feature)
 
 
-def flow_steps(spec: RifeSpec, rows: Sequence[FlowRow]) -> Steps[list[Tensor]]:
+def flow_steps(spec: RifeSpec, rows: Sequence[FlowRow]) -> RowSteps[list[Tensor]]:
     """Padded rows → one 3×Hp×Wp frame each; 4.0's big-motion rows are run again one octave
     coarser, as the reference does (per pair: a quiet pair keeps its first answer)."""
     results = [_of(FlowResult, r) for r in (yield list(rows))]
@@ -263,16 +264,6 @@ def _coarser(spec: RifeSpec, row: FlowRow) -> FlowRow:
     padded_h, padded_w = spec.padded_size(height, width, scale)
     pad = (0, padded_w - width, 0, padded_h - height)
     return FlowRow(F.pad(row.img0, pad), F.pad(row.img1, pad), None, None, row.timestep, scale)
-
-
-def run_steps(steps: Steps[T], execute: Callable[[Sequence[Row]], Sequence[RowResult]]) -> T:
-    """Run engine work directly: each batch the steps yield is one ``execute`` call."""
-    try:
-        rows = next(steps)
-        while True:
-            rows = steps.send(list(execute(rows)))
-    except StopIteration as done:
-        return done.value
 
 
 def _of(kind: type[T], value: object) -> T:

@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +24,6 @@ from models.rife.inference import (
     RifeEngines,
     Row,
     RowResult,
-    Steps,
     batch_key,
     pair_steps,
     prepare,
@@ -45,6 +43,7 @@ from server.engines.loading import (
     torch_device,
 )
 from server.scheduler import BatchStats, Priority, Scheduler, SchedulerConfig
+from server.scheduler.drive import drive
 from server.settings import Settings
 from server.tasks.base import LoadContext
 
@@ -106,27 +105,8 @@ class InterpolationService:
             encodes=self.rife.encoder is not None,
             scene_change_threshold=scene_change_threshold,
         )
-        betweens = await self._run(owner, steps, priority)
+        betweens = await drive(self.scheduler, owner, steps, batch_key, priority)
         return await asyncio.to_thread(_to_uint8, frame0, betweens)
-
-    async def _run(self, owner: str, steps: Steps[list[Between]], priority: Priority) -> list[Between]:
-        """Each batch of rows the steps yield goes to the scheduler; the steps themselves (scene
-        detection, cropping) run in a worker thread, off the event loop."""
-        done, value = await asyncio.to_thread(_advance, steps, None)
-        while not done:
-            rows: list[Row] = value
-            results = await asyncio.gather(*self.scheduler.submit(owner, batch_key(rows[0]), rows, priority))
-            done, value = await asyncio.to_thread(_advance, steps, list(results))
-        return list(value)
-
-
-def _advance(steps: Steps[list[Between]], results: list[RowResult] | None) -> tuple[bool, Any]:
-    """One step: (False, the next rows) or (True, the answer); StopIteration cannot cross a
-    thread's future, so it is caught here."""
-    try:
-        return False, next(steps) if results is None else steps.send(results)
-    except StopIteration as stop:
-        return True, stop.value
 
 
 def _to_uint8(frame0: PreparedFrame, betweens: list[Between]) -> list[Interpolated]:
