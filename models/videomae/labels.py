@@ -7,6 +7,9 @@ import json
 from functools import cache
 from pathlib import Path
 
+import numpy as np
+import torch
+
 DATA = Path(__file__).with_name("data")
 K400_CLASSES = 400
 K710_CLASSES = 710
@@ -33,3 +36,14 @@ def k710_rows_of_k400() -> tuple[int, ...]:
 def label_of(index: int, classes: int) -> str:
     """A class's name (Kinetics-400), or ``class N`` for a head without names."""
     return k400_labels()[index] if classes == K400_CLASSES else f"class {index}"
+
+
+def top_labels(logits: np.ndarray, k: int) -> list[dict[str, object]]:
+    """logits float32 classes → the ``k`` likeliest classes, best first, each with its name,
+    index and softmax score."""
+    scores = torch.softmax(torch.from_numpy(np.asarray(logits, np.float32)), 0)
+    top = scores.topk(min(k, scores.numel()))
+    return [
+        {"label": label_of(int(i), scores.numel()), "index": int(i), "score": float(s)}
+        for s, i in zip(top.values, top.indices, strict=True)
+    ]
