@@ -172,6 +172,7 @@ class FrameStream:
         if not self.state.accepting:
             await self.fail(index, *self.refusal(), "cancelled")
             return True
+        previous = self.session.core.last_index
         try:
             self.session.core.take_index(index)
             with self.state.announce(self.session.model, self.session.id):
@@ -187,6 +188,7 @@ class FrameStream:
             await self.fail(index, "memory_budget_exceeded", str(exc), "overloaded")
             return True
         except Overloaded as exc:
+            self.session.core.give_back_index(index, previous)
             await self.fail(index, "overloaded", f"{exc}; the frame was not run, resend it", "overloaded")
             await close(self.ws, CloseCode.TRY_AGAIN_LATER, "overloaded: reconnect and resend the frame")
             return False

@@ -88,6 +88,12 @@ class SessionCore:
             raise FrameOrderError(f"frame_index {index} is not after {self.last_index}")
         self.last_index = index
 
+    def give_back_index(self, index: int, previous: int | None) -> None:
+        """A frame taken as ``index`` was not run and is to be sent again (overloaded): its
+        resend takes the same index, so numbering stays the client's."""
+        if self.last_index == index:
+            self.last_index = previous
+
     @contextlib.contextmanager
     def receiving(self) -> Iterator[None]:
         """A frame from its arrival to its answer: counted in, and in flight meanwhile (a drain

@@ -189,9 +189,11 @@ def test_full_queue_answers_429(tiny_queue_server: RunningServer) -> None:
 
 
 def test_full_queue_closes_the_stream_with_1013(tiny_queue_server: RunningServer) -> None:
+    """The overloaded frame was not run, so it gives its index back: sent again after the
+    reconnect, it is frame 1 again, and numbering stays the client's."""
     frames = panning_frames(2)
 
-    async def run() -> tuple[dict[str, Any], int | None]:
+    async def run() -> tuple[dict[str, Any], int | None, dict[str, Any]]:
         session = await open_session(tiny_queue_server, factor=4)
         async with connect(session["stream_url"]) as ws:
             await ws.recv()
@@ -203,11 +205,16 @@ def test_full_queue_closes_the_stream_with_1013(tiny_queue_server: RunningServer
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.recv()
             await asyncio.to_thread(release, tiny_queue_server, holder)
-            return error, closed.value.rcvd.code if closed.value.rcvd else None
+        async with connect(session["stream_url"]) as ws:
+            await ws.recv()
+            await ws.send(png(frames[1]))
+            _, resent = await receive_frame_answer(ws)
+        return error, closed.value.rcvd.code if closed.value.rcvd else None, resent
 
-    error, code = asyncio.run(run())
+    error, code, resent = asyncio.run(run())
     assert error == {**error, "type": "error", "frame_index": 1, "code": "overloaded"}
     assert code == 1013
+    assert resent["type"] == "frame_done" and resent["frame_index"] == 1 and resent["results"] == 3
 
 
 def test_a_closed_session_is_cancelled_between_batches(slow_batching_server: RunningServer) -> None:
