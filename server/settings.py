@@ -66,6 +66,9 @@ class Settings(StoreSettings):
     max_job_frames: int = Field(
         18_000, ge=1, description="most frames a clip job may decode (10 minutes at 30 fps)"
     )
+    max_clip_frames: int = Field(
+        3600, ge=1, description="most frames one POST /v1/clips decodes (longer videos go to /v1/jobs)"
+    )
     job_result_ttl_s: float = Field(
         3600.0, gt=0, description="seconds a finished job's result is kept before it is deleted"
     )

@@ -92,6 +92,11 @@ class ServerState:
             self.models[name] = ServedModel(name, task_for(self.tasks, name))
 
     @property
+    def video_routes(self) -> tuple[str, ...]:
+        """Paths whose body is a whole video (``Task.video_routes``)."""
+        return tuple(path for task in self.tasks for path in task.video_routes)
+
+    @property
     def ready(self) -> bool:
         """Every configured model is ready (the whole server's readiness, for orchestrators)."""
         return all(m.state is ModelState.READY for m in self.models.values())

@@ -60,3 +60,18 @@ def hashed_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "xmem-hashed.pth"
     torch.save(hashed_xmem().state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def videomae_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The conformance recipe's vit-s weights as an OpenGVLab-layout checkpoint, given to
+    servers as "videomae-vit-s-k400"'s explicit weights (VIDSERVE_WEIGHTS)."""
+    import torch
+
+    from models.videomae.checkpoint import expected_shapes
+    from models.videomae.config import get_config
+    from tests.hashed_weights import hashed_state_dict
+
+    path = tmp_path_factory.mktemp("weights") / "videomae-vit-s-hashed.pth"
+    torch.save({"module": hashed_state_dict(expected_shapes(get_config("vit-s")))}, path)
+    return path

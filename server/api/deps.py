@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated
 
 from fastapi import Depends, Request, UploadFile
@@ -58,7 +59,8 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
             await self.app(scope, receive, send)
             return
-        limit = body_limit(scope["app"].state.server.settings, scope["path"])
+        server = scope["app"].state.server
+        limit = body_limit(server.settings, scope["path"], server.video_routes)
         length = Headers(scope=scope).get("content-length", "")
         if length.isdigit() and int(length) > limit:
             await _refuse(limit, send)
@@ -76,9 +78,11 @@ class BodyLimit:
         await self.app(scope, bounded, send)
 
 
-def body_limit(settings: Settings, path: str) -> int:
-    is_job_upload = path.rstrip("/") == JOBS_PATH
-    if is_job_upload:  # the video, and a segmentation job's mask
+def body_limit(settings: Settings, path: str, video_routes: Collection[str] = ()) -> int:
+    """The most a body may hold: a job's video (and a mask) on the routes that take whole
+    videos, a few messages anywhere else."""
+    is_video_upload = path.rstrip("/") in (JOBS_PATH, *video_routes)
+    if is_video_upload:  # the video, and a segmentation job's mask
         return settings.max_job_upload_bytes + settings.max_message_bytes + MULTIPART_SLACK
     return PARTS_PER_REQUEST * settings.max_message_bytes + MULTIPART_SLACK
 

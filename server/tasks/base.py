@@ -79,6 +79,8 @@ class Task(ABC, Generic[S, M]):
     job_form: ClassVar[type[BaseModel]]  # its fields of POST /v1/jobs (beyond video, task, model)
     errors: ClassVar[tuple[ErrorCode, ...]] = ()  # its client errors
     router: ClassVar[APIRouter | None] = None  # its own REST routes
+    # paths of its routes whose body is a whole video: bounded as a job's upload is
+    video_routes: ClassVar[tuple[str, ...]] = ()
 
     def serves(self, model: str) -> bool:
         return get_entry(model).family in self.families

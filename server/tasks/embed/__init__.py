@@ -1,0 +1,1 @@
+"""The clip encoder (VideoMAE V2) as a task: clip embeddings and Kinetics-400 labels."""
