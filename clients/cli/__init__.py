@@ -1,4 +1,4 @@
-"""``python -m clients``: video files through a vidserve server (segment, interpolate)."""
+"""``python -m clients``: video files through a vidserve server (segment, interpolate, embed)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import httpx
 
-from clients.cli import interpolate, segment
+from clients.cli import embed, interpolate, segment
 from clients.cli.common import CliError, default_url
 from clients.python import StreamClosed, VidserveError
 from models.video import AudioCopyError, VideoError
@@ -19,12 +19,14 @@ EXIT_INTERRUPTED = 130  # why: the shell's 128 + SIGINT, what scripts expect aft
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m clients", description="Segment or interpolate video files with a vidserve server."
+        prog="python -m clients",
+        description="Segment, interpolate or embed video files with a vidserve server.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     server = default_url()
     segment.add_parser(sub, server)
     interpolate.add_parser(sub, server)
+    embed.add_parser(sub, server)
     return parser
 
 
@@ -34,7 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
         return code
     except KeyboardInterrupt:
-        print("\ninterrupted: the session was closed and no output was written", file=sys.stderr)
+        print(
+            "\ninterrupted: the work on the server was cancelled and no output was written", file=sys.stderr
+        )
         return EXIT_INTERRUPTED
     except AudioCopyError as exc:
         print(f"error: {exc} (--no-audio)", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from clients.python.aio import (
     AsyncClient,
+    AsyncEmbedSession,
+    AsyncEmbedStream,
     AsyncInterpolationSession,
     AsyncInterpolationStream,
     AsyncSegmentationSession,
@@ -21,9 +23,21 @@ from clients.python.errors import (
     StreamNotFound,
     VidserveError,
 )
-from clients.python.protocol import FrameResult, Interpolated, Job, SegmentResult, StreamedFrame
+from clients.python.protocol import (
+    ClipEmbedding,
+    ClipLabel,
+    ClipSegment,
+    EmbedFrameResult,
+    FrameResult,
+    Interpolated,
+    Job,
+    SegmentResult,
+    StreamedFrame,
+)
 from clients.python.sync import (
     Client,
+    EmbedSession,
+    EmbedStream,
     InterpolationSession,
     InterpolationStream,
     SegmentationSession,
@@ -33,12 +47,20 @@ from clients.python.sync import (
 
 __all__ = [
     "AsyncClient",
+    "AsyncEmbedSession",
+    "AsyncEmbedStream",
     "AsyncInterpolationSession",
     "AsyncInterpolationStream",
     "AsyncSegmentationSession",
     "AsyncSegmentationStream",
     "AsyncSession",
     "Client",
+    "ClipEmbedding",
+    "ClipLabel",
+    "ClipSegment",
+    "EmbedFrameResult",
+    "EmbedSession",
+    "EmbedStream",
     "FrameRejected",
     "FrameResult",
     "Gone",

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import httpx
 import numpy as np
@@ -28,7 +28,15 @@ from clients.python.errors import (
     stream_closed,
 )
 from clients.python.frames import FrameLike, encode_frame, encode_index_png, mask_ids
-from clients.python.protocol import FrameResult, Interpolated, Job, SegmentResult
+from clients.python.protocol import (
+    ClipEmbedding,
+    ClipSegment,
+    EmbedFrameResult,
+    FrameResult,
+    Interpolated,
+    Job,
+    SegmentResult,
+)
 
 T = TypeVar("T")
 RETRIED_STATUS = (429, 503)  # why: the protocol answers both with Retry-After: they pass
@@ -131,6 +139,36 @@ class AsyncClient:
         headers = dict(response.headers.items())
         return [await asyncio.to_thread(protocol.parse_single, headers, response.content)]
 
+    # --- one clip ------------------------------------------------------------------------
+
+    async def embed_clip(
+        self,
+        video: str | Path | bytes | None = None,
+        frames: Iterable[FrameLike] | None = None,
+        *,
+        model: str | None = None,
+        frames_per_clip: int = 16,
+        sampling_rate: int = 4,
+        stride: int | None = None,
+        keep_ratio: float = 1.0,
+        drop: str = "tube",
+        top_k: int = 5,
+    ) -> ClipEmbedding:
+        """``POST /v1/clips``: a clip as a video (a path or its bytes) or as its frames in
+        order (uint8 H×W×3 arrays, PIL images or encoded images) → one segment per window
+        and their mean embedding. A window spans (frames_per_clip − 1)·sampling_rate + 1
+        frames and starts every ``stride`` frames (default frames_per_clip·sampling_rate);
+        a clip shorter than one window raises InvalidRequest ``clip_too_short``."""
+        if (video is None) == (frames is None):
+            raise ValueError("embed_clip: give the clip as video or as frames, one of the two")
+        if video is not None:
+            files = [("video", await _video_file(video))]
+        else:
+            files = await asyncio.to_thread(_frame_files, frames or [])
+        fields = protocol.embed_fields(model, frames_per_clip, sampling_rate, stride, keep_ratio, drop, top_k)
+        response = await self.request("POST", "/v1/clips", files=files, data=protocol.form_fields(fields))
+        return protocol.parse_clip(response.json())
+
     # --- clip jobs -------------------------------------------------------------------------
 
     async def submit_job(
@@ -141,13 +179,12 @@ class AsyncClient:
         mask: np.ndarray | bytes | None = None,
         **params: Any,
     ) -> Job:
-        """``POST /v1/jobs``: a whole clip (a path or its bytes) for ``task`` ("interpolate"
-        or "segment"). ``mask``: the first frame's ids (uint8 H×W) or an index PNG.
-        ``params``: factor, scale, scene_change_threshold, model; mask_frame,
-        processing_size, output ("zip" or "video")."""
-        data = video if isinstance(video, bytes) else await asyncio.to_thread(Path(video).read_bytes)
-        name = "clip" if isinstance(video, bytes) else Path(video).name
-        files: dict[str, Any] = {"video": (name, data, "application/octet-stream")}
+        """``POST /v1/jobs``: a whole clip (a path or its bytes) for ``task`` ("interpolate",
+        "segment" or "embed"). ``mask``: the first frame's ids (uint8 H×W) or an index PNG.
+        ``params``: model; factor, scale, scene_change_threshold; mask_frame,
+        processing_size, output ("zip" or "video"); frames_per_clip, sampling_rate, stride,
+        keep_ratio, drop, top_k."""
+        files: dict[str, Any] = {"video": await _video_file(video)}
         if mask is not None:
             png = mask if isinstance(mask, bytes) else encode_index_png(mask)
             files["mask"] = ("mask.png", png, "image/png")
@@ -204,6 +241,19 @@ class AsyncClient:
             partial.unlink(missing_ok=True)
         return target
 
+    async def job_result_json(self, job_id: str) -> dict[str, Any]:
+        """``GET /v1/jobs/{id}/result`` of a job whose result is JSON (an embed job's)."""
+        response = await self.request("GET", f"/v1/jobs/{job_id}/result")
+        if not response.headers.get("content-type", "").startswith("application/json"):
+            kind = response.headers.get("content-type", "no type")
+            raise ValueError(f"job {job_id}'s result is {kind}, not JSON: use download_job")
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def embed_job_result(self, job_id: str) -> ClipEmbedding:
+        """A finished embed job's result: the answer ``POST /v1/clips`` gives."""
+        return protocol.parse_clip(await self.job_result_json(job_id))
+
     async def cancel_job(self, job_id: str) -> Job:
         """``DELETE /v1/jobs/{id}``: cancel a job, or forget a finished one and its result."""
         return protocol.parse_job((await self.request("DELETE", f"/v1/jobs/{job_id}")).json())
@@ -259,6 +309,22 @@ class AsyncClient:
         )
         return AsyncSegmentationSession(self, body, await self.create_session(body))
 
+    async def create_embed_session(
+        self,
+        *,
+        model: str | None = None,
+        frames_per_clip: int = 16,
+        sampling_rate: int = 4,
+        stride: int | None = None,
+        keep_ratio: float = 1.0,
+        drop: str = "tube",
+        top_k: int = 5,
+    ) -> AsyncEmbedSession:
+        """A clip encoder session: windows cut as ``embed_clip``'s, over a live stream."""
+        fields = protocol.embed_fields(model, frames_per_clip, sampling_rate, stride, keep_ratio, drop, top_k)
+        body = {"task": "embed", **fields}
+        return AsyncEmbedSession(self, body, await self.create_session(body))
+
     def session(self, session_id: str) -> AsyncSession:
         """A handle on an existing session, by id (for ``info``, ``delete``)."""
         return AsyncSession(self, {}, {"id": session_id})
@@ -308,6 +374,12 @@ class AsyncSegmentationSession(AsyncSession):
         """The session's websocket; ``resume``: re-create and re-prime the session if the server
         forgets it (404/410, 4404/4410) or the connection drops."""
         return AsyncSegmentationStream(self, resume=resume)
+
+
+class AsyncEmbedSession(AsyncSession):
+    def stream(self) -> AsyncEmbedStream:
+        """The session's websocket: ``async with session.stream() as stream: ...``."""
+        return AsyncEmbedStream(self)
 
 
 class _Stream:
@@ -366,17 +438,23 @@ class _Stream:
         except ConnectionClosed as exc:
             raise _closed(exc) from exc
 
+    async def _drain_close(self) -> None:
+        """After ``overloaded`` the server closes with 1013: read up to the close."""
+        try:
+            while True:
+                await self._recv()
+        except StreamClosed:
+            pass
 
-class AsyncInterpolationStream(_Stream):
-    """Frames in, each frame's in-between frames out (§3–§6)."""
 
-    async def send(
-        self, frame: FrameLike, *, frame_index: int | None = None, pts: float | None = None
-    ) -> FrameResult:
-        """Send one frame and wait for its answer: the in-between frames of the pair it
-        completes (none for the first). An error naming it raises FrameRejected; an
-        ``overloaded`` frame is resent on a new connection (then without ``frame_index``: the
-        server took that index), at most ``max_retries`` times, then Overloaded."""
+class _ResendingStream(_Stream, Generic[T]):
+    """A stream of plain frames (a header gives at most frame_index and pts), each answered
+    up to its ``frame_done``: an ``overloaded`` frame is resent on a new connection."""
+
+    async def _send_frame(self, frame: FrameLike, frame_index: int | None, pts: float | None) -> T:
+        """Send one frame and wait for its answer. An error naming it raises FrameRejected; an
+        ``overloaded`` frame is resent on a new connection with the same header (the server
+        gave its index back: it was not run), at most ``max_retries`` times, then Overloaded."""
         data = encode_frame(frame)
         attempt = 0
         while True:
@@ -389,8 +467,22 @@ class AsyncInterpolationStream(_Stream):
             await self._drain_close()
             await asyncio.sleep(self.client.delay(attempt))
             attempt += 1
-            frame_index = None
             await self.connect()
+
+    async def _answer(self) -> T:
+        """The server's messages about the frame just sent, up to its ``frame_done``."""
+        raise NotImplementedError
+
+
+class AsyncInterpolationStream(_ResendingStream[FrameResult]):
+    """Frames in, each frame's in-between frames out (§3–§6)."""
+
+    async def send(
+        self, frame: FrameLike, *, frame_index: int | None = None, pts: float | None = None
+    ) -> FrameResult:
+        """Send one frame and wait for its answer: the in-between frames of the pair it
+        completes (none for the first); errors and resends as ``_send_frame``."""
+        return await self._send_frame(frame, frame_index, pts)
 
     async def _answer(self) -> FrameResult:
         frames = []
@@ -406,16 +498,36 @@ class AsyncInterpolationStream(_Stream):
             elif message["type"] == "error":
                 raise protocol.rejected(message)
 
-    async def _drain_close(self) -> None:
-        """After ``overloaded`` the server closes with 1013: read up to the close."""
-        try:
-            while True:
-                await self._recv()
-        except StreamClosed:
-            pass
-
     async def stream(self, frames: Iterable[FrameLike]) -> AsyncIterator[FrameResult]:
         """Each frame's result, in order (a rejected frame raises FrameRejected)."""
+        for frame in frames:
+            yield await self.send(frame)
+
+
+class AsyncEmbedStream(_ResendingStream[EmbedFrameResult]):
+    """Frames in; every ``stride`` frames, once a window is full, its embedding and labels."""
+
+    async def send(
+        self, frame: FrameLike, *, frame_index: int | None = None, pts: float | None = None
+    ) -> EmbedFrameResult:
+        """Send one frame and wait for its answer: the window it completes (``segment``,
+        None for most frames). Every frame must have the first one's size (else FrameRejected
+        ``size_mismatch``); errors and resends as ``_send_frame``."""
+        return await self._send_frame(frame, frame_index, pts)
+
+    async def _answer(self) -> EmbedFrameResult:
+        segment: ClipSegment | None = None
+        while True:
+            message = protocol.parse_text(await self._recv())
+            if message["type"] == "result":
+                segment = protocol.clip_segment(message)
+            elif message["type"] == "frame_done":
+                return protocol.embed_frame_result(message, segment)
+            elif message["type"] == "error":
+                raise protocol.rejected(message)
+
+    async def stream(self, frames: Iterable[FrameLike]) -> AsyncIterator[EmbedFrameResult]:
+        """Each frame's answer, in order (a rejected frame raises FrameRejected)."""
         for frame in frames:
             yield await self.send(frame)
 
@@ -548,13 +660,6 @@ class AsyncSegmentationStream(_Stream):
         """Raises NotFound/Gone when the server no longer knows the session."""
         await self.session.info()
 
-    async def _drain_close(self) -> None:
-        try:
-            while True:
-                await self._recv()
-        except StreamClosed:
-            pass
-
     async def _recreate(self) -> None:
         """A new session with the same settings, primed with the last frame and its mask."""
         await self.session.recreate()
@@ -579,6 +684,22 @@ class AsyncSegmentationStream(_Stream):
             self.last_mask = result.mask
         elif result.rles is not None:
             self.last_mask = {"format": "rle", "objects": dict(result.rles)}
+
+
+async def _video_file(video: str | Path | bytes) -> tuple[str, bytes, str]:
+    """A video upload: its name and bytes (a path is read in a thread)."""
+    if isinstance(video, bytes):
+        return "clip", video, "application/octet-stream"
+    path = Path(video)
+    return path.name, await asyncio.to_thread(path.read_bytes), "application/octet-stream"
+
+
+def _frame_files(frames: Iterable[FrameLike]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """A clip's frames as repeated ``frames`` uploads, in order (arrays encoded as PNG)."""
+    return [
+        ("frames", (f"frame{i:05d}", encode_frame(frame), "application/octet-stream"))
+        for i, frame in enumerate(frames)
+    ]
 
 
 def _frame_messages(header: str | None, data: bytes) -> list[str | bytes]:

@@ -60,6 +60,61 @@ class SegmentResult:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the result message as sent
 
 
+@dataclass(frozen=True)
+class ClipLabel:
+    """One of a window's top Kinetics-400 labels."""
+
+    label: str  # the class name ("marching")
+    index: int  # its row in the classifier, 0–399
+    score: float  # softmax probability, in (0, 1)
+
+
+@dataclass(frozen=True)
+class ClipSegment:
+    """One window of a clip: the frames it spans, its embedding and top labels."""
+
+    window: int  # 0 for the clip's (or stream's) first window
+    start_frame: int  # frame index of its first sampled frame
+    end_frame: int  # frame index of its last sampled frame
+    pts: float | None  # the first sampled frame's time, when known
+    end_pts: float | None  # the last sampled frame's time, when known
+    embedding: np.ndarray  # float32 D (384 for vit-s, 768 for vit-b)
+    labels: list[ClipLabel]  # best first
+    tokens: int  # tokens that ran (fewer than tokens_total when keep_ratio < 1)
+    tokens_total: int  # tokens the window has
+
+    @property
+    def top_label(self) -> ClipLabel | None:
+        return self.labels[0] if self.labels else None
+
+
+@dataclass(frozen=True)
+class ClipEmbedding:
+    """The answer of ``POST /v1/clips`` (and an embed job's result): one segment per window
+    and their mean."""
+
+    model: str
+    frames: int  # frames the clip had
+    frames_per_clip: int
+    sampling_rate: int
+    stride: int  # frames between window starts, as the server resolved it
+    keep_ratio: float
+    drop: str  # "tube" or "static"
+    segments: list[ClipSegment]  # in window order
+    embedding: np.ndarray  # float32 D: the mean of the segments' embeddings
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the answer as sent
+
+
+@dataclass(frozen=True)
+class EmbedFrameResult:
+    """An embed stream's answer to one frame: the window it completed, if any."""
+
+    frame_index: int
+    segment: ClipSegment | None  # the window this frame completed; None for most frames
+    sampled: bool  # the frame is one of the windows' sampled frames
+    ms: float  # server time for the frame
+
+
 # --- REST ---------------------------------------------------------------------------------
 
 
@@ -68,7 +123,7 @@ class Job:
     """A clip job as ``GET /v1/jobs/{id}`` reports it."""
 
     id: str
-    task: str  # "interpolate" or "segment"
+    task: str  # "interpolate", "segment" or "embed"
     state: str  # queued, running, done, failed or cancelled
     frames_done: int  # input frames processed
     frames_total: int  # input frames to process (the container's count until decoded)
@@ -148,6 +203,69 @@ def _interpolated(headers: dict[str, str], body: bytes) -> Interpolated:
         frame=decode_rgb(body),
         scene_change=lower.get("x-scene-change", "false").lower() == "true",
     )
+
+
+def embed_fields(
+    model: str | None,
+    frames_per_clip: int,
+    sampling_rate: int,
+    stride: int | None,
+    keep_ratio: float,
+    drop: str,
+    top_k: int,
+) -> dict[str, Any]:
+    """The window fields ``POST /v1/clips``, embed jobs and embed sessions share (None left
+    out: the server's default)."""
+    fields: dict[str, Any] = {
+        "model": model,
+        "frames_per_clip": frames_per_clip,
+        "sampling_rate": sampling_rate,
+        "stride": stride,
+        "keep_ratio": keep_ratio,
+        "drop": drop,
+        "top_k": top_k,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def form_fields(fields: dict[str, Any]) -> dict[str, str]:
+    """Form fields as text (floats as repr, so nothing is rounded)."""
+    return {k: repr(v) if isinstance(v, float) else str(v) for k, v in fields.items()}
+
+
+def parse_clip(body: dict[str, Any]) -> ClipEmbedding:
+    """``POST /v1/clips``'s JSON (or an embed job's result) as a ClipEmbedding."""
+    return ClipEmbedding(
+        model=str(body["model"]),
+        frames=int(body["frames"]),
+        frames_per_clip=int(body["frames_per_clip"]),
+        sampling_rate=int(body["sampling_rate"]),
+        stride=int(body["stride"]),
+        keep_ratio=float(body["keep_ratio"]),
+        drop=str(body["drop"]),
+        segments=[clip_segment(s) for s in body["segments"]],
+        embedding=np.asarray(body["embedding"], dtype=np.float32),
+        raw=body,
+    )
+
+
+def clip_segment(message: dict[str, Any]) -> ClipSegment:
+    """One segment of a clip's answer, or an embed stream's ``result`` message."""
+    return ClipSegment(
+        window=int(message["window"]),
+        start_frame=int(message["start_frame"]),
+        end_frame=int(message["end_frame"]),
+        pts=_float_or_none(message.get("pts")),
+        end_pts=_float_or_none(message.get("end_pts")),
+        embedding=np.asarray(message["embedding"], dtype=np.float32),
+        labels=[ClipLabel(str(x["label"]), int(x["index"]), float(x["score"])) for x in message["labels"]],
+        tokens=int(message["tokens"]),
+        tokens_total=int(message["tokens_total"]),
+    )
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def interpolation_body(
@@ -263,6 +381,16 @@ def frame_result(done: dict[str, Any], frames: list[StreamedFrame]) -> FrameResu
         frame_index=int(done["frame_index"]),
         frames=frames,
         scene_change=bool(done.get("scene_change")),
+        ms=float(done.get("ms", 0.0)),
+    )
+
+
+def embed_frame_result(done: dict[str, Any], segment: ClipSegment | None) -> EmbedFrameResult:
+    """An embed stream's ``frame_done``, with the window its ``result`` carried (if any)."""
+    return EmbedFrameResult(
+        frame_index=int(done["frame_index"]),
+        segment=segment,
+        sampled=bool(done.get("sampled")),
         ms=float(done.get("ms", 0.0)),
     )
 

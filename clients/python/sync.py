@@ -14,6 +14,8 @@ import numpy as np
 
 from clients.python.aio import (
     AsyncClient,
+    AsyncEmbedSession,
+    AsyncEmbedStream,
     AsyncInterpolationSession,
     AsyncInterpolationStream,
     AsyncSegmentationSession,
@@ -21,7 +23,14 @@ from clients.python.aio import (
     AsyncSession,
 )
 from clients.python.frames import FrameLike
-from clients.python.protocol import FrameResult, Interpolated, Job, SegmentResult
+from clients.python.protocol import (
+    ClipEmbedding,
+    EmbedFrameResult,
+    FrameResult,
+    Interpolated,
+    Job,
+    SegmentResult,
+)
 
 T = TypeVar("T")
 
@@ -105,6 +114,33 @@ class Client:
             )
         )
 
+    def embed_clip(
+        self,
+        video: str | Path | bytes | None = None,
+        frames: Iterable[FrameLike] | None = None,
+        *,
+        model: str | None = None,
+        frames_per_clip: int = 16,
+        sampling_rate: int = 4,
+        stride: int | None = None,
+        keep_ratio: float = 1.0,
+        drop: str = "tube",
+        top_k: int = 5,
+    ) -> ClipEmbedding:
+        return self.run(
+            self.aio.embed_clip(
+                video,
+                frames,
+                model=model,
+                frames_per_clip=frames_per_clip,
+                sampling_rate=sampling_rate,
+                stride=stride,
+                keep_ratio=keep_ratio,
+                drop=drop,
+                top_k=top_k,
+            )
+        )
+
     def create_interpolation_session(self, **options: Any) -> InterpolationSession:
         """Options as AsyncClient.create_interpolation_session."""
         return InterpolationSession(self, self.run(self.aio.create_interpolation_session(**options)))
@@ -112,6 +148,10 @@ class Client:
     def create_segmentation_session(self, **options: Any) -> SegmentationSession:
         """Options as AsyncClient.create_segmentation_session."""
         return SegmentationSession(self, self.run(self.aio.create_segmentation_session(**options)))
+
+    def create_embed_session(self, **options: Any) -> EmbedSession:
+        """Options as AsyncClient.create_embed_session."""
+        return EmbedSession(self, self.run(self.aio.create_embed_session(**options)))
 
     def session(self, session_id: str) -> Session:
         return Session(self, self.aio.session(session_id))
@@ -141,6 +181,12 @@ class Client:
 
     def download_job(self, job_id: str, path: str | Path) -> Path:
         return self.run(self.aio.download_job(job_id, path))
+
+    def job_result_json(self, job_id: str) -> dict[str, Any]:
+        return self.run(self.aio.job_result_json(job_id))
+
+    def embed_job_result(self, job_id: str) -> ClipEmbedding:
+        return self.run(self.aio.embed_job_result(job_id))
 
     def cancel_job(self, job_id: str) -> Job:
         return self.run(self.aio.cancel_job(job_id))
@@ -180,8 +226,17 @@ class SegmentationSession(Session):
         return SegmentationStream(self.client, self.aio.stream(resume=resume))
 
 
+class EmbedSession(Session):
+    aio: AsyncEmbedSession
+
+    def stream(self) -> EmbedStream:
+        return EmbedStream(self.client, self.aio.stream())
+
+
 class _SyncStream:
-    def __init__(self, client: Client, aio: AsyncInterpolationStream | AsyncSegmentationStream) -> None:
+    def __init__(
+        self, client: Client, aio: AsyncInterpolationStream | AsyncSegmentationStream | AsyncEmbedStream
+    ) -> None:
         self.client = client
         self._aio = aio
 
@@ -217,6 +272,21 @@ class InterpolationStream(_SyncStream):
         return self.client.run(self.aio.send(frame, frame_index=frame_index, pts=pts))
 
     def stream(self, frames: Iterable[FrameLike]) -> Iterator[FrameResult]:
+        for frame in frames:
+            yield self.send(frame)
+
+
+class EmbedStream(_SyncStream):
+    def __init__(self, client: Client, aio: AsyncEmbedStream) -> None:
+        super().__init__(client, aio)
+        self.aio = aio
+
+    def send(
+        self, frame: FrameLike, *, frame_index: int | None = None, pts: float | None = None
+    ) -> EmbedFrameResult:
+        return self.client.run(self.aio.send(frame, frame_index=frame_index, pts=pts))
+
+    def stream(self, frames: Iterable[FrameLike]) -> Iterator[EmbedFrameResult]:
         for frame in frames:
             yield self.send(frame)
 
