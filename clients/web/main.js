@@ -1,8 +1,10 @@
 // The demo page: pick a task and a source, (for segmentation) paint the first frame's mask,
-// then stream frames to a session and show what comes back, with fps and latency.
+// then stream frames to a session and show what comes back, with fps and latency. The tasks
+// offered are those the server serves (GET /v1/models).
 //
 // window.vidserveDemo mirrors the page's state for tests and for curious users.
 
+import { describeWindow, renderLabels, windowSummary } from "./actions.js";
 import { colourOf, decodeIndexPng, drawOverlay, maskFromRles, maskMessage } from "./masks.js";
 import { Painter } from "./painter.js";
 import { Api, FrameError, Stream, StreamClosed, describeClose } from "./protocol.js";
@@ -23,16 +25,18 @@ const demo = {
   state: "idle", // idle → ready → connecting → streaming → finishing → done | stopped | error
   task: "interpolate",
   serverReady: false,
+  models: null, // the server's models: [{name, task, state}], once read
   sessionId: null,
   framesSent: 0,
   framesAnswered: 0, // frames answered with their results (frame_done, or a segmentation result)
   framesFailed: 0, // frames answered with an error
-  resultsReceived: 0, // interpolation: in-between images; segmentation: masks
+  resultsReceived: 0, // interpolation: in-between images; segmentation: masks; embed: windows
   skipped: 0, // webcam frames not sent because the server was busy
   overlaidFrames: 0, // segmentation results that had some object to draw
   overlayPixels: 0, // pixels covered by objects in the last mask drawn
   objectsSeen: [],
   paintedObjects: [],
+  lastWindow: null, // embed: the last window's result, less its embedding
   lastRttMs: null,
   lastServerMs: null,
   errors: [],
@@ -101,6 +105,7 @@ function resetCounters() {
     overlaidFrames: 0,
     overlayPixels: 0,
     objectsSeen: [],
+    lastWindow: null,
     lastRttMs: null,
     lastServerMs: null,
     errors: [],
@@ -121,6 +126,12 @@ function drawTo(canvas, image) {
 
 // --- setup ---------------------------------------------------------------------------------
 
+/** A number field's value; the fallback only when empty, so a bad number reaches the server's check. */
+function numberIn(selector, fallback) {
+  const value = $(selector).value.trim();
+  return value === "" ? fallback : Number(value);
+}
+
 function settings() {
   return {
     task: document.querySelector('input[name="task"]:checked').value,
@@ -130,6 +141,11 @@ function settings() {
     factor: Number($("#factor").value) || 2,
     processingSize: $("#processing-size").value === "" ? null : Number($("#processing-size").value),
     maskFormat: $("#mask-format").value,
+    embedModel: $("#embed-model").value || null,
+    framesPerClip: numberIn("#frames-per-clip", 16),
+    samplingRate: numberIn("#sampling-rate", 4),
+    keepRatio: numberIn("#keep-ratio", 1),
+    drop: $("#drop").value,
   };
 }
 
@@ -137,6 +153,17 @@ function sessionBody(options) {
   if (options.task === "interpolate") {
     const format = { "image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp" }[options.encoding];
     return { task: "interpolate", factor: options.factor, output_format: format };
+  }
+  if (options.task === "embed") {
+    // why no stride: the server's default puts windows side by side, each frame in one window
+    return {
+      task: "embed",
+      ...(options.embedModel ? { model: options.embedModel } : {}),
+      frames_per_clip: options.framesPerClip,
+      sampling_rate: options.samplingRate,
+      keep_ratio: options.keepRatio,
+      drop: options.drop,
+    };
   }
   return {
     task: "segment",
@@ -146,12 +173,35 @@ function sessionBody(options) {
   };
 }
 
+const CAPTIONS = {
+  interpolate: ["Original (later frame of the pair)", "Interpolated (in between)"],
+  segment: ["Frame sent", "Mask, live"],
+  embed: ["Frame sent", "Result"],
+};
+
 function selectTask() {
   demo.task = settings().task;
   document.body.dataset.task = demo.task;
-  $("#original-caption").textContent = demo.task === "segment" ? "Frame sent" : "Original (later frame of the pair)";
-  $("#output-caption").textContent = demo.task === "segment" ? "Mask, live" : "Interpolated (in between)";
+  [$("#original-caption").textContent, $("#output-caption").textContent] = CAPTIONS[demo.task];
   updateButtons();
+}
+
+/** Offer the tasks the server serves, and its VideoMAE models for actions. */
+async function offerServedTasks() {
+  try {
+    demo.models = (await api.models()).map(({ name, task, state }) => ({ name, task, state }));
+  } catch (error) {
+    reportError(`reading the server's models: ${error.message}`);
+    return;
+  }
+  const served = new Set(demo.models.map((model) => model.task));
+  const radios = [...document.querySelectorAll('input[name="task"]')];
+  if (!radios.some((radio) => served.has(radio.value))) return; // a server of tasks this page lacks
+  for (const radio of radios) radio.closest("label").hidden = !served.has(radio.value);
+  if (!served.has(settings().task)) radios.find((radio) => served.has(radio.value)).checked = true;
+  const embedModels = demo.models.filter((model) => model.task === "embed");
+  $("#embed-model").replaceChildren(...embedModels.map((model) => new Option(model.name, model.name)));
+  selectTask();
 }
 
 function buildObjectPicker() {
@@ -204,6 +254,8 @@ async function watchReadiness() {
   for (;;) {
     try {
       const ready = await api.ready();
+      // why before serverReady: Start is offered with the served tasks, not before them
+      if (ready.ready) await offerServedTasks();
       demo.serverReady = Boolean(ready.ready);
       $("#ready").textContent = ready.ready
         ? `ready: ${ready.models.join(", ")}`
@@ -242,8 +294,11 @@ async function start() {
   try {
     const session = await api.createSession(sessionBody(options));
     demo.sessionId = session.id;
+    current.session = session;
     $("#session").textContent = session.id;
+    if (options.task === "embed") showWindowProgress(current);
     current.stream = new Stream(session.stream_url, {
+      task: options.task,
       onError: (message) => reportError(`${message.code}: ${message.message}`),
       onClose: (closed) => onClose(current, closed),
     });
@@ -346,6 +401,7 @@ async function show(current, frame, answer) {
   current.answerTimes.push(performance.now());
   drawTo($("#original"), frame);
   if (current.options.task === "interpolate") await showInterpolated(answer);
+  else if (current.options.task === "embed") showActions(current, answer);
   else await showMask(frame, answer);
   showStats();
 }
@@ -376,6 +432,36 @@ async function showMask(frame, answer) {
   $("#output-caption").textContent = `Mask of frame ${header.frame_index}: objects ${header.objects.join(", ") || "none"}`;
 }
 
+function showActions(current, answer) {
+  for (const { header } of answer.results) {
+    renderLabels($("#labels"), header.labels);
+    $("#window-info").textContent = describeWindow(header);
+    const frames = `frames ${header.start_frame}–${header.end_frame}`;
+    $("#window-caption").textContent = `Actions, window ${header.window}: ${frames}`;
+    demo.lastWindow = windowSummary(header);
+    demo.resultsReceived++;
+  }
+  if (!demo.lastWindow) showWindowProgress(current);
+}
+
+/** Before the first window: how many of the frames it needs have been answered. */
+function showWindowProgress(current) {
+  const needed = current.session.window_frames;
+  $("#window-caption").textContent = `Actions: ${demo.framesAnswered} of the ${needed} frames the first window needs`;
+  $("#labels").replaceChildren();
+  $("#window-info").textContent =
+    `a window is ${current.session.frames_per_clip} frames, one in every ${current.session.sampling_rate}, ` +
+    `over ${needed} frames; one every ${current.session.stride} frames after that`;
+}
+
+/** A file that ended before its first window: say why nothing came, and what would help. */
+function explainNoWindow(current) {
+  if (current.options.task !== "embed" || demo.lastWindow) return;
+  $("#window-caption").textContent =
+    `No window: ${demo.framesAnswered} frames answered, a window needs ${current.session.window_frames}; ` +
+    "use a longer video, fewer frames per clip or a lower sampling rate";
+}
+
 /** Stop sending, wait for the answers in flight, and read the session's counters. */
 async function drain(current) {
   current.unwatch();
@@ -387,7 +473,8 @@ async function drain(current) {
     const s = demo.server;
     $("#session").textContent =
       `${s.id}: ${s.frames_done} done, ${s.frames_failed} failed, ${s.dropped} dropped` +
-      (s.task === "interpolate" ? `, ${s.outputs} outputs` : "");
+      (s.task === "interpolate" ? `, ${s.outputs} outputs` : "") +
+      (s.task === "embed" ? `, ${s.windows} windows, ${s.tokens_run} tokens run` : "");
   } catch (error) {
     reportError(`reading the session: ${error.message}`);
   }
@@ -400,6 +487,7 @@ async function finish(current) {
   if (current !== run || demo.state !== "streaming") return;
   setState("finishing");
   await drain(current);
+  explainNoWindow(current);
   if (current === run && demo.state === "finishing") setState("done");
 }
 

@@ -61,9 +61,10 @@ async function request(method, url, body) {
   const payload = await response.json().catch(() => null);
   if (!response.ok) {
     const error = payload?.error ?? {};
-    // why the details: a 422 names the offending fields there, not in the message
-    const details = (error.details ?? []).map((d) => `${d.field}: ${d.message}`).join("; ");
-    const message = [error.message ?? response.statusText, details].filter(Boolean).join(" — ");
+    const said = error.message ?? response.statusText;
+    // why the details: a 422 names the offending fields there (each once: the message may name them)
+    const fields = (error.details ?? []).map((d) => `${d.field}: ${d.message}`).filter((d) => !said.includes(d));
+    const message = [said, fields.join("; ")].filter(Boolean).join(" — ");
     throw new ApiError(response.status, error.code ?? "http_error", message);
   }
   return payload;
@@ -95,18 +96,26 @@ export class Api {
   deleteSession(id) {
     return request("DELETE", this.url(`v1/sessions/${encodeURIComponent(id)}`));
   }
+
+  /** The configured models, each with its `task` and `state` (GET /v1/models). */
+  models() {
+    return request("GET", this.url("v1/models")).then((body) => body.models);
+  }
 }
 
 /**
- * One websocket attached to a session.
+ * One websocket attached to a session of `task`.
  *
  * Answers (§4, §10): interpolation frames get zero or more `result` headers, each followed
  * by one binary image, then `frame_done`; segmentation frames get one `result` followed by
- * `bytes.length` binaries. Either may get one `error` naming the frame instead.
+ * `bytes.length` binaries; embed frames get, when they complete a window, one `result`
+ * with no binary, then `frame_done`. Any may get one `error` naming the frame instead.
  */
 export class Stream {
-  constructor(url, { onError = () => {}, onClose = () => {} } = {}) {
+  constructor(url, { task, onError = () => {}, onClose = () => {} } = {}) {
     this.url = url;
+    // why by task: only a segmentation frame ends at its result; the others end at frame_done
+    this.endsAtResult = task === "segment";
     this.onError = onError; // errors not tied to a frame (a bad header or control)
     this.onClose = onClose;
     this.pending = []; // frames sent and not yet answered, in send order
@@ -219,8 +228,9 @@ export class Stream {
   }
 
   receiveResult(message) {
-    // interpolation sends one number, segmentation a list (§4, §10)
-    this.binaries = Array.isArray(message.bytes) ? [...message.bytes] : [message.bytes];
+    // interpolation sends one number, segmentation a list (§4, §10), embed none
+    const bytes = message.bytes ?? [];
+    this.binaries = Array.isArray(bytes) ? [...bytes] : [bytes];
     this.current = { header: message, data: [] };
     if (this.binaries.length === 0) this.completeResult();
   }
@@ -243,8 +253,7 @@ export class Stream {
       throw new Error(`result for frame ${result.header.frame_index}, which is not the one awaited`);
     }
     frame.results.push(result);
-    // why: a segmentation frame is complete at its one result; interpolation waits for frame_done
-    if (!("parts" in result.header)) this.finish(result.header.frame_index, { done: result.header });
+    if (this.endsAtResult) this.finish(result.header.frame_index, { done: result.header });
   }
 
   /** The awaited frame's answer: `done` (frame_done or its result) or `error`. */

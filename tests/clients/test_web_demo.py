@@ -1,6 +1,7 @@
-"""The browser demo (clients/web/, served at /demo) in headless Chromium against a real
-server: RIFE v4.0 (TorchScript on CPU) and XMem with the conformance recipe's hashed
-weights, one uvicorn on a free port serving both.
+"""The browser demo (clients/web/, served at /demo) in headless Chromium against real
+servers: RIFE v4.0 (TorchScript on CPU) and XMem with the conformance recipe's hashed
+weights, one uvicorn on a free port serving both; and, for the actions mode, a second one
+serving VideoMAE vit-s on hashed weights.
 
 Chromium is driven over the Chrome DevTools protocol with the ``websockets`` library (no
 browser download, no extra dependency). A small VP8 WebM made with PyAV is given to the
@@ -19,7 +20,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,21 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from models.videomae.config import get_config
+from models.videomae.inference import WindowSpec
+from models.videomae.labels import k400_labels
 from server.app import create_app
 from server.settings import Settings
 from tests.conftest import REPO_ROOT
+from tests.embed_support import EMBED_MODEL, SMALL_WINDOW, embed_settings
 from tests.server.support import RunningServer, panning_frames, running_server
 from tests.server.test_segmentation import xmem_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 WIDTH, HEIGHT, FRAMES = 128, 96, 10
+# why 30: a 4×2 window spans 7 frames and they start 8 apart, so even if the browser skips
+# some presented frames the file gives the actions mode more than one window
+CLIP_FRAMES = 30
 TIMEOUT_S = 60.0
 # what the brief found to work on a bare Debian machine, plus autoplay for the <video>
 FLAGS = [
@@ -81,17 +89,34 @@ def demo_server(
 
 
 @pytest.fixture(scope="module")
-def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A slow pan, VP8 in WebM: Debian's Chromium plays it (it may lack H.264)."""
-    path = tmp_path_factory.mktemp("web_demo_video") / "pan.webm"
+def actions_server(
+    chromium: Path, videomae_checkpoint: Path, engine_repository: Path
+) -> Iterator[RunningServer]:
+    """The clip encoder alone: the page offers its actions mode and nothing else."""
+    with running_server(embed_settings(videomae_checkpoint, engine_repository)) as running:
+        yield running
+
+
+def pan_webm(path: Path, frames: int) -> Path:
+    """A slow pan, VP8 in WebM at 10 fps: Debian's Chromium plays it (it may lack H.264)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libvpx", rate=10)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         stream.options = {"deadline": "realtime", "b": "400k"}
-        for pixels in panning_frames(FRAMES, height=HEIGHT, width=WIDTH, step=3):
+        for pixels in panning_frames(frames, height=HEIGHT, width=WIDTH, step=3):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         container.mux(stream.encode(None))
     return path
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return pan_webm(tmp_path_factory.mktemp("web_demo_video") / "pan.webm", FRAMES)
+
+
+@pytest.fixture(scope="module")
+def clip_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return pan_webm(tmp_path_factory.mktemp("web_demo_video") / "clip.webm", CLIP_FRAMES)
 
 
 @pytest.fixture()
@@ -257,6 +282,9 @@ OPAQUE_PIXELS = """(() => {{
   for (let i = 3; i < data.length; i += 4) opaque += data[i] === 255 ? 1 : 0;
   return opaque;
 }})()"""
+# the tasks the page offers (those the server serves), in page order
+OFFERED_TASKS = """[...document.querySelectorAll('input[name="task"]')]
+  .filter((radio) => !radio.closest("label").hidden).map((radio) => radio.value)"""
 
 
 async def open_demo(page: Page, server: RunningServer, task: str, video: Path) -> None:
@@ -286,6 +314,7 @@ def test_interpolation_from_a_video_file(
     async def run() -> tuple[dict[str, Any], dict[str, Any], list[str]]:
         async with browser(tmp_path / "profile") as page:
             await open_demo(page, demo_server, "interpolate", video)
+            assert await page.evaluate(OFFERED_TASKS) == ["interpolate", "segment"]  # no embed model
             await page.evaluate("document.querySelector('#max-width').value = 128")
             await page.click("#start")
             await page.wait_for("window.vidserveDemo.state === 'done'")
@@ -387,6 +416,105 @@ def test_a_refused_session_is_shown(demo_server: RunningServer, video: Path, tmp
     assert demo["lastError"] in shown
 
 
+def set_fields(values: Mapping[str, object]) -> str:
+    """An expression that sets form fields by selector, as a user typing them would."""
+    return ";".join(
+        f"document.querySelector({json.dumps(k)}).value = {json.dumps(v)}" for k, v in values.items()
+    )
+
+
+# the suite's small window (4 frames, every 2nd) at the default stride (windows side by side,
+# 7 frames each, one every 8), half of its tokens run, those that changed most
+ACTIONS = WindowSpec(
+    SMALL_WINDOW["frames_per_clip"], SMALL_WINDOW["sampling_rate"], keep_ratio=0.5, drop="static"
+)
+ACTIONS_FIELDS = {
+    "#max-width": 128,
+    "#frames-per-clip": ACTIONS.frames_per_clip,
+    "#sampling-rate": ACTIONS.sampling_rate,
+    "#keep-ratio": ACTIONS.keep_ratio,
+    "#drop": ACTIONS.drop,
+}
+SHOWN_LABELS = """[...document.querySelectorAll("#labels li")]
+  .map((li) => [li.querySelector(".label").textContent, li.querySelector(".score").textContent])"""
+
+
+def test_actions_from_a_video_file(
+    actions_server: RunningServer, clip_video: Path, artifacts: Path, tmp_path: Path
+) -> None:
+    """Windows of 4 frames (every 2nd) with half their tokens run: the last window's top
+    labels, from the server's real window, are the bars on the page, which follow the
+    windows as they come."""
+
+    async def run() -> tuple[list[str], dict[str, Any], dict[str, Any], list[list[str]], str, list[str]]:
+        async with browser(tmp_path / "profile") as page:
+            await open_demo(page, actions_server, "embed", clip_video)
+            offered = await page.evaluate(OFFERED_TASKS)
+            await page.evaluate(set_fields(ACTIONS_FIELDS))
+            await page.click("#start")
+            await page.wait_for("window.vidserveDemo.state === 'done'")
+            demo = await page.evaluate("window.vidserveDemo")
+            shown = await page.evaluate(SHOWN_LABELS)
+            info = await page.evaluate("document.querySelector('#window-info').textContent")
+            await page.screenshot(artifacts / "actions.png")
+            session = server_session(actions_server, demo["sessionId"])
+            await stop_and_check_closed(page, actions_server, demo["sessionId"])
+            return offered, demo, session, shown, info, page.problems
+
+    offered, demo, session, shown, info, problems = asyncio.run(run())
+    assert demo["errors"] == [] and problems == [], (demo["errors"], problems)
+    assert offered == ["embed"] and session["model"] == EMBED_MODEL
+    assert session["frames_in"] == session["frames_done"] == demo["framesSent"] == demo["framesAnswered"]
+    assert session["frames_failed"] == session["dropped"] == 0
+    spec = ACTIONS
+    asked = (spec.frames_per_clip, spec.sampling_rate, spec.keep_ratio, spec.drop)
+    assert (
+        session["frames_per_clip"],
+        session["sampling_rate"],
+        session["keep_ratio"],
+        session["drop"],
+    ) == asked
+    assert session["window_frames"] == spec.span and session["stride"] == spec.step
+    # every frame the page sent stepped the stream, and each window it completed was shown
+    assert demo["resultsReceived"] == session["windows"] == spec.windows_in(session["frames_in"]) >= 2, demo
+    window = demo["lastWindow"]
+    assert window["window"] == session["windows"] - 1
+    assert window["end_frame"] == spec.span - 1 + spec.step * window["window"]
+    assert window["start_frame"] == window["end_frame"] - (spec.span - 1)
+    assert window["end_pts"] > window["pts"] > 0 and window["dims"] == get_config("vit-s").width
+    # half of each slice's tokens ran, in every window
+    assert window["tokens"] == spec.kept(get_config("vit-s")) < window["tokens_total"]
+    assert session["tokens_run"] == window["tokens"] * session["windows"]
+    # the top labels of the last window, best first, each a Kinetics-400 name, as bars
+    labels = window["labels"]
+    assert len(labels) == session["top_k"] == 5
+    assert {label["label"] for label in labels} <= set(k400_labels())
+    assert [label["score"] for label in labels] == sorted((label["score"] for label in labels), reverse=True)
+    assert shown == [[label["label"], f"{100 * label['score']:.1f}%"] for label in labels]
+    assert f"frames {window['start_frame']}–{window['end_frame']}" in info
+    assert f"{window['tokens']} of {window['tokens_total']} tokens ran" in info
+
+
+def test_a_refused_actions_session_is_shown(
+    actions_server: RunningServer, clip_video: Path, tmp_path: Path
+) -> None:
+    """An odd frames_per_clip cannot be cut into tubelets: the server's 422 reaches the user."""
+
+    async def run() -> tuple[dict[str, Any], str, list[str]]:
+        async with browser(tmp_path / "profile") as page:
+            await open_demo(page, actions_server, "embed", clip_video)
+            await page.evaluate(set_fields({**ACTIONS_FIELDS, "#frames-per-clip": 5}))
+            await page.click("#start")
+            await page.wait_for("window.vidserveDemo.state === 'error'")
+            shown = await page.evaluate("document.querySelector('#errors').textContent")
+            return await page.evaluate("window.vidserveDemo"), shown, page.problems
+
+    demo, shown, problems = asyncio.run(run())
+    assert problems == [] and demo["framesSent"] == 0 and demo["sessionId"] is None
+    assert demo["lastError"] == "422 invalid_argument: frames_per_clip must be even, 2 to 64; got 5", demo
+    assert demo["lastError"] in shown
+
+
 def test_demo_files_are_served_and_nothing_else() -> None:
     """The page and its modules, with types a browser accepts for module scripts; no path
     from the URL reaches the disk. (In process and without the lifespan: static routes need
@@ -400,7 +528,7 @@ def test_demo_files_are_served_and_nothing_else() -> None:
             page = await client.get("/demo/")
             assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
             assert '<script type="module" src="main.js">' in page.text
-            for name in ("main.js", "protocol.js", "masks.js", "painter.js", "source.js"):
+            for name in ("main.js", "protocol.js", "masks.js", "painter.js", "source.js", "actions.js"):
                 module = await client.get(f"/demo/{name}")
                 assert module.status_code == 200
                 assert module.headers["content-type"].startswith("text/javascript")
