@@ -34,7 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        print(f"invalid configuration:\n{exc}", file=sys.stderr)
+        # why not str(exc): it quotes each bad value, and VIDSERVE_API_KEYS holds secrets
+        problems = "\n".join(
+            f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        print(f"invalid configuration:\n{problems}", file=sys.stderr)
         return 2
     try:
         run(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import secrets
 import tempfile
@@ -16,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 
 from server import __version__, logs
+from server.access import Access
 from server.api import demo, deps, errors, health, jobs, models, sessions, stream
 from server.engines.engine import EngineError, EngineSet
 from server.jobs.store import Job, JobState, JobStore
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None, tasks: Sequence[Task[Any, Any]]
         app.include_router(router)
     errors.install(app, [e for t in tasks for e in t.errors])
     app.add_middleware(deps.BodyLimit)
+    app.add_middleware(Access)  # why after BodyLimit: outside it, so no body is read for a refused key
     app.middleware("http")(count_requests)
     _register_gauges(state)
     return app
@@ -62,6 +65,7 @@ def create_app(settings: Settings | None = None, tasks: Sequence[Task[Any, Any]]
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServerState = app.state.server
+    _warn_if_open(state.settings)
     state.sessions.on_close.append(lambda session: _session_closed(state, session))
     state.jobs.on_finish.append(lambda job: _job_finished(state, job))
     loader = asyncio.create_task(load_models(state), name="load-models")
@@ -70,6 +74,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await shutdown(state, loader, reaper)
+
+
+def _warn_if_open(settings: Settings) -> None:
+    """Anyone who can reach a non-loopback address could use an open server."""
+    if settings.api_keys:
+        return
+    try:
+        is_loopback = ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        is_loopback = settings.host == "localhost"
+    if not is_loopback:
+        log.warning(
+            "serving on %s without API keys: anyone who reaches it can use, list and delete every "
+            "session and job; set VIDSERVE_API_KEYS",
+            settings.host,
+        )
 
 
 async def load_models(state: ServerState) -> None:

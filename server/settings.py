@@ -14,6 +14,7 @@ from pydantic_settings import SettingsConfigDict
 
 from models.settings import StoreSettings
 from models.weights.registry import DEFAULT_MODEL, MODELS
+from server.access import KeyLimits, check_keys
 
 EngineChoice = Literal["auto", "eager", "torchscript", "onnx"]
 
@@ -29,6 +30,19 @@ class Settings(StoreSettings):
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
     public_url: str | None = Field(
         None, description="base URL clients reach the server at, for session websocket URLs"
+    )
+    api_keys: dict[str, KeyLimits] | None = Field(
+        None,
+        description='API keys, JSON {"KEY": {"name": "editor-a", "max_sessions": 8, "max_jobs": 4}}; '
+        "unset: the server runs open",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins allowed to change state and stream, besides the server's own ('*': any)",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names served besides loopback, the bound address and public_url's ('*': any)",
     )
     models: list[str] = Field(
         default_factory=lambda: [DEFAULT_MODEL], description="registry models loaded at startup"
@@ -82,6 +96,11 @@ class Settings(StoreSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="json: one object per line, with session id, frame index and request id"
     )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _usable_keys(cls, keys: dict[str, KeyLimits] | None) -> dict[str, KeyLimits] | None:
+        return None if keys is None else check_keys(keys)
 
     @field_validator("models")
     @classmethod

@@ -9,8 +9,10 @@ from fastapi import Depends, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.access import ANONYMOUS, Caller
 from server.api.errors import ApiError, error_body
 from server.settings import Settings
 from server.state import ServerState
@@ -22,6 +24,15 @@ def get_state(request: Request) -> ServerState:
 
 
 State = Annotated[ServerState, Depends(get_state)]
+
+
+def get_caller(connection: HTTPConnection) -> Caller:
+    """Who the request comes from (``server.access.Access`` put it there)."""
+    caller: Caller = connection.scope.get("state", {}).get("caller", ANONYMOUS)
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 async def read_upload(state: ServerState, upload: UploadFile, name: str) -> bytes:

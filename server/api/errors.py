@@ -8,6 +8,7 @@ answers with them.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
@@ -29,10 +30,11 @@ log = logging.getLogger(__name__)
 class ApiError(Exception):
     """An error a route raises on purpose, with its status and code."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.retry_after_s = retry_after_s  # for 429 and 503: when trying again may work
 
 
 # the server's own exceptions → (HTTP status, error code); the message is the exception's
@@ -62,7 +64,7 @@ def to_api_error(exc: Exception, table: Sequence[ErrorCode] = STATUS) -> ApiErro
         return exc
     status, code = getattr(exc, "status", None), getattr(exc, "code", None)
     if isinstance(status, int) and isinstance(code, str):
-        return ApiError(status, code, str(exc))
+        return ApiError(status, code, str(exc), getattr(exc, "retry_after_s", None))
     if isinstance(exc, SessionExpired):
         return ApiError(410, f"session_{exc.state.value}", str(exc))
     for entry in table:
@@ -72,7 +74,9 @@ def to_api_error(exc: Exception, table: Sequence[ErrorCode] = STATUS) -> ApiErro
 
 
 def _response(error: ApiError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if error.status in (429, 503) else None
+    headers = None
+    if error.status in (429, 503):  # why 1 by default: a full queue or a loading model clears soon
+        headers = {"Retry-After": str(max(1, math.ceil(error.retry_after_s or 1)))}
     return JSONResponse(error_body(error.code, str(error)), status_code=error.status, headers=headers)
 
 

@@ -35,7 +35,9 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001  # the server is shutting down
     INTERNAL_ERROR = 1011  # a server bug; the session may be retried
     TRY_AGAIN_LATER = 1013  # overloaded: the frame named in the last error was not run
-    UNKNOWN_SESSION = 4404  # no such session
+    UNAUTHORIZED = 4401  # no API key, or an unknown one (the HTTP 401 of a websocket)
+    FORBIDDEN_ORIGIN = 4403  # a browser page of an origin not allowed (VIDSERVE_ALLOWED_ORIGINS)
+    UNKNOWN_SESSION = 4404  # no such session (or another key's)
     ALREADY_STREAMING = 4409  # another websocket is attached to this session
     SESSION_GONE = 4410  # the session expired (idle TTL) or was closed
 

@@ -16,7 +16,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from models.video import VideoError, VideoInfo, probe
-from server.api.deps import JOBS_PATH, State
+from server.access import Caller, QuotaExceeded
+from server.api.deps import JOBS_PATH, CallerDep, State
 from server.api.errors import ApiError
 from server.jobs.store import Job, JobWork
 from server.state import ServerState
@@ -53,32 +54,33 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
     JobSubmit = job_form(tasks)
 
     @router.post("", status_code=202, summary="Submit a clip job")
-    async def submit_job(state: State, form: Annotated[JobSubmit, Form()]) -> JSONResponse:  # type: ignore[valid-type]
+    async def submit_job(state: State, form: Annotated[JobSubmit, Form()], caller: CallerDep) -> JSONResponse:  # type: ignore[valid-type]
         submitted = _submitted(form)
         task = state.task_named(submitted.task)
         service = _service(state, task, submitted.model)
         own = task.job_form.model_validate({n: getattr(submitted, n) for n in task.job_form.model_fields})
-        job = await _submit(state, task, service, submitted.video, own)
+        _check_job_quota(state, caller)
+        job = await _submit(state, task, service, submitted.video, own, caller)
         return JSONResponse(job.public(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
-    @router.get("", summary="Every job this process holds")
-    async def list_jobs(state: State) -> dict[str, object]:
-        return {"jobs": [job.public() for job in state.jobs.all()]}
+    @router.get("", summary="The caller's jobs")
+    async def list_jobs(state: State, caller: CallerDep) -> dict[str, object]:
+        return {"jobs": [job.public() for job in state.jobs.all(caller)]}
 
     @router.get("/{job_id}", summary="A job's state, progress and error")
-    async def get_job(job_id: str, state: State) -> dict[str, object]:
-        return state.jobs.get(job_id).public()
+    async def get_job(job_id: str, state: State, caller: CallerDep) -> dict[str, object]:
+        return state.jobs.get(job_id, caller).public()
 
     @router.get("/{job_id}/result", summary="Download a finished job's result", response_model=None)
-    async def get_result(job_id: str, state: State) -> FileResponse:
-        job = state.jobs.get(job_id)
+    async def get_result(job_id: str, state: State, caller: CallerDep) -> FileResponse:
+        job = state.jobs.get(job_id, caller)
         if job.result is None:
             raise ApiError(409, f"job_{job.state.value}", _not_done(job))
         return FileResponse(job.result, media_type=job.media_type, filename=f"{job.id}-{job.result.name}")
 
     @router.delete("/{job_id}", summary="Cancel a job, or delete a finished one and its result")
-    async def delete_job(job_id: str, state: State) -> dict[str, object]:
-        job = await state.jobs.delete(job_id)
+    async def delete_job(job_id: str, state: State, caller: CallerDep) -> dict[str, object]:
+        job = await state.jobs.delete(job_id, caller)
         return job.public()
 
     return router
@@ -106,12 +108,23 @@ def _service(state: ServerState, task: Task[Any, Any], model: str | None) -> Any
     return state.service(model, task)
 
 
+def _check_job_quota(state: ServerState, caller: Caller) -> None:
+    """A key holding all the jobs it may waits until one's result expires (or is deleted)."""
+    held = state.jobs.owned_by(caller.name)
+    if caller.max_jobs is not None and held >= caller.max_jobs:
+        raise QuotaExceeded(
+            f"key {caller.name!r} holds {held} jobs, its quota (max_jobs); a finished job holds its "
+            "place until its result expires or is deleted (DELETE /v1/jobs/{id})",
+            state.jobs.next_free_s(caller.name),
+        )
+
+
 async def _submit(
-    state: ServerState, task: Task[Any, Any], service: Any, video: UploadFile, form: BaseModel
+    state: ServerState, task: Task[Any, Any], service: Any, video: UploadFile, form: BaseModel, caller: Caller
 ) -> Job:
     """Hold a place, copy and probe the upload, let the task check it and take its parameters
     (and reservations), then start the job; anything refused leaves nothing behind."""
-    job_id, folder = state.jobs.new_folder()
+    job_id, folder = state.jobs.new_folder(caller.name)
     try:
         source = await _save_upload(state, video, folder)
         info = await _probe(source)
@@ -120,6 +133,7 @@ async def _submit(
         limit = state.settings.max_job_frames
         name = Path(video.filename or source.name).name
         job = Job(job_id, task.name, service.model, params, folder, source, name, info, frames_total, limit)
+        job.owner = caller.name
         state.jobs.start(job, _work(state, task))
     except BaseException:
         state.budget.release(job_id)

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from server.api.deps import State
+from server.access import Caller, QuotaExceeded
+from server.api.deps import CallerDep, State
 from server.sessions import SessionState
 from server.tasks.base import Task
 
@@ -20,6 +21,17 @@ def stream_url(state: State, request: Request, session_id: str) -> str:
     base = state.settings.public_url or str(request.base_url)
     base = base.rstrip("/").replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     return f"{base}/v1/sessions/{session_id}/stream"
+
+
+def check_session_quota(state: State, caller: Caller) -> None:
+    """A key with all the sessions it may have open waits until one closes or idles out."""
+    held = state.sessions.owned_by(caller.name)
+    if caller.max_sessions is not None and held >= caller.max_sessions:
+        raise QuotaExceeded(
+            f"key {caller.name!r} has {held} sessions open, its quota (max_sessions); close one "
+            "or wait for one to idle out",
+            state.sessions.next_free_s(caller.name),
+        )
 
 
 def session_body(tasks: Sequence[Task[Any, Any]]) -> Any:
@@ -35,11 +47,18 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
     SessionCreate = session_body(tasks)
 
     @router.post("", status_code=201, summary="Open a session")
-    async def create_session(body: SessionCreate, state: State, request: Request) -> JSONResponse:  # type: ignore[valid-type]
+    async def create_session(
+        body: SessionCreate,  # type: ignore[valid-type]
+        state: State,
+        request: Request,
+        caller: CallerDep,
+    ) -> JSONResponse:
         assert isinstance(body, BaseModel)
         task = state.task_named(getattr(body, "task"))  # noqa: B009
         service = state.service(getattr(body, "model", None), task)
+        check_session_quota(state, caller)
         session = await task.open_session(state, body, service)
+        session.core.owner = caller.name
         try:
             state.sessions.add(session)
         except Exception:
@@ -56,12 +75,12 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
         return JSONResponse(content, status_code=201, headers={"Location": url})
 
     @router.get("/{session_id}", summary="A session's state and counters")
-    async def get_session(session_id: str, state: State) -> dict[str, object]:
-        return state.sessions.get(session_id).public()
+    async def get_session(session_id: str, state: State, caller: CallerDep) -> dict[str, object]:
+        return state.sessions.get(session_id, caller).public()
 
     @router.delete("/{session_id}", summary="Close a session and free its state")
-    async def delete_session(session_id: str, state: State) -> dict[str, object]:
-        session = await state.sessions.close(session_id, SessionState.CLOSED, "deleted by the client")
+    async def delete_session(session_id: str, state: State, caller: CallerDep) -> dict[str, object]:
+        session = await state.sessions.close(session_id, SessionState.CLOSED, "deleted by the client", caller)
         return session.public()
 
     return router

@@ -8,6 +8,8 @@ import logging
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from server import logs
+from server.access import SUBPROTOCOL, Unauthorized, offered_protocols
+from server.api.deps import get_caller
 from server.api.framing import CloseCode, close
 from server.sessions import SessionExpired, SessionNotFound, SessionState
 from server.state import ServerState
@@ -19,10 +21,18 @@ router = APIRouter(tags=["sessions"])
 @router.websocket("/v1/sessions/{session_id}/stream")
 async def stream(ws: WebSocket, session_id: str) -> None:
     state: ServerState = ws.app.state.server
-    logs.session_id.set(session_id)
-    await ws.accept()  # why before any check: a close code with a reason needs an open socket
+    logs.session_id.set(session_id[:64])
+    # why before any check: a close code with a reason needs an open socket; a browser that
+    # sent its key as a subprotocol gets ours back (never its key)
+    offered = offered_protocols(ws.headers)
+    await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    refused = ws.scope.get("state", {}).get("access_error")
+    if refused is not None:
+        code = CloseCode.UNAUTHORIZED if isinstance(refused, Unauthorized) else CloseCode.FORBIDDEN_ORIGIN
+        await close(ws, code, str(refused))
+        return
     try:
-        session = state.sessions.get(session_id)
+        session = state.sessions.get(session_id, get_caller(ws))
     except SessionNotFound as exc:
         await close(ws, CloseCode.UNKNOWN_SESSION, str(exc))
         return

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from models.video import VideoInfo
+from server.access import ANONYMOUS, Caller
 
 
 class JobState(enum.StrEnum):
@@ -53,6 +54,7 @@ class Job:
     frames_total: int  # frames to process: the container's count (or an estimate) until decoded
     frame_limit: int  # more frames than this fail the job (VIDSERVE_MAX_JOB_FRAMES)
     frames_done: int = 0  # input frames processed so far
+    owner: str | None = None  # the API key's name that submitted it (None: an open server's)
     state: JobState = JobState.QUEUED
     error: str | None = None  # why it failed
     result: Path | None = None  # the finished output, once DONE
@@ -102,6 +104,14 @@ class Job:
 JobWork = Callable[[Job], Coroutine[Any, Any, None]]
 
 
+def _eta_s(job: Job) -> float:
+    """Seconds until a running job should end, from its rate so far (0 when unknown)."""
+    if job.started_at is None or not job.frames_done:
+        return 0.0
+    rate = job.frames_done / max(time.time() - job.started_at, 1e-3)
+    return max(0, job.frames_total - job.frames_done) / rate
+
+
 class JobStore:
     """The jobs of this process: bounded in number, run a few at a time, results expiring."""
 
@@ -110,13 +120,13 @@ class JobStore:
         self.max_jobs = max_jobs
         self.result_ttl_s = result_ttl_s
         self._jobs: dict[str, Job] = {}
-        self._admitting: set[str] = set()  # ids given by new_folder, not yet started or abandoned
+        self._admitting: dict[str, str | None] = {}  # ids given by new_folder (and owner), not yet started
         # why a semaphore: jobs beyond it wait QUEUED, so a burst of uploads cannot start
         # decoding dozens of videos at once
         self._slots = asyncio.Semaphore(max_running)
         self.on_finish: list[Callable[[Job], Coroutine[Any, Any, None]]] = []
 
-    def new_folder(self) -> tuple[str, Path]:
+    def new_folder(self, owner: str | None = None) -> tuple[str, Path]:
         """An id and an empty folder for a job about to be uploaded, holding its place in
         ``max_jobs`` (so concurrent uploads beyond it are refused before they are copied);
         then ``start`` or ``abandon`` it."""
@@ -130,17 +140,17 @@ class JobStore:
         job_id = "job_" + secrets.token_hex(8)
         folder = self.root / job_id
         folder.mkdir(parents=True)
-        self._admitting.add(job_id)
+        self._admitting[job_id] = owner
         return job_id, folder
 
     def abandon(self, job_id: str, folder: Path) -> None:
         """A job refused after ``new_folder``: its place and its files go."""
-        self._admitting.discard(job_id)
+        self._admitting.pop(job_id, None)
         shutil.rmtree(folder, ignore_errors=True)
 
     def start(self, job: Job, work: JobWork) -> None:
         """Accept ``job`` (its place held by ``new_folder``) and run ``work`` once a slot is free."""
-        self._admitting.discard(job.id)
+        self._admitting.pop(job.id, None)
         self._jobs[job.id] = job
         job.runner = asyncio.get_running_loop().create_task(self._run(job, work), name=job.id)
 
@@ -160,18 +170,37 @@ class JobStore:
             for callback in self.on_finish:
                 await callback(job)
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str, caller: Caller = ANONYMOUS) -> Job:
+        """A job of ``caller``'s; another key's is ``JobNotFound`` as well."""
         job = self._jobs.get(job_id)
-        if job is None:
-            raise JobNotFound(f"no job {job_id!r} (results are kept for {self.result_ttl_s:g} s)")
+        if job is None or not caller.owns(job.owner):
+            raise JobNotFound(f"no job {job_id[:64]!r} (results are kept for {self.result_ttl_s:g} s)")
         return job
 
-    def all(self) -> list[Job]:
-        return list(self._jobs.values())
+    def all(self, caller: Caller = ANONYMOUS) -> list[Job]:
+        return [job for job in self._jobs.values() if caller.owns(job.owner)]
 
-    async def cancel(self, job_id: str, reason: str = "cancelled by the client") -> Job:
+    def next_free_s(self, owner: str | None) -> float:
+        """When one of ``owner``'s jobs next gives its place back, in seconds from now: the
+        soonest finished result to expire, else the result TTL after the soonest running job
+        could end (an estimate from its progress; unknown counts as now)."""
+        now = time.time()
+        mine = [j for j in self._jobs.values() if j.owner == owner]
+        finished = [j.finished_at + self.result_ttl_s - now for j in mine if j.finished_at is not None]
+        if finished:
+            return max(0.0, min(finished))
+        return self.result_ttl_s + min((_eta_s(j) for j in mine), default=0.0)
+
+    def owned_by(self, owner: str | None) -> int:
+        """Jobs one key holds, those being uploaded included."""
+        uploading = sum(1 for o in self._admitting.values() if o == owner)
+        return uploading + sum(1 for j in self._jobs.values() if j.owner == owner)
+
+    async def cancel(
+        self, job_id: str, reason: str = "cancelled by the client", caller: Caller = ANONYMOUS
+    ) -> Job:
         """Stop a queued or running job; its files go at once."""
-        job = self.get(job_id)
+        job = self.get(job_id, caller)
         # why is_finished too: a job in its finish callbacks is over; cancelling those would
         # skip the release of its memory
         if job.runner is not None and not job.runner.done() and not job.is_finished:
@@ -180,9 +209,9 @@ class JobStore:
             await asyncio.gather(job.runner, return_exceptions=True)
         return job
 
-    async def delete(self, job_id: str) -> Job:
+    async def delete(self, job_id: str, caller: Caller = ANONYMOUS) -> Job:
         """Cancel the job if it still runs, then forget it and delete its files."""
-        job = await self.cancel(job_id)
+        job = await self.cancel(job_id, caller=caller)
         self._jobs.pop(job.id, None)
         shutil.rmtree(job.folder, ignore_errors=True)
         return job

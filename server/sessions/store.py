@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from server.access import ANONYMOUS, Caller
+
 GONE_REMEMBERED = 4096  # closed ids kept to tell "expired" from "unknown"
 
 
@@ -61,6 +63,7 @@ class SessionCore:
     frames_failed: int = 0  # frames answered with an error naming them
     in_flight: int = 0  # frames received and not yet answered
     last_index: int | None = None  # the last frame_index taken, good frame or bad (kept across reconnects)
+    owner: str | None = None  # the API key's name that opened it (None: an open server's)
     closed_reason: str | None = None  # why it was closed, once it is
     # set when the session closes, so an attached stream wakes up and ends
     closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -150,7 +153,7 @@ class SessionStore:
         self.max_sessions = max_sessions
         self.ttl_s = ttl_s
         self._open: dict[str, Session] = {}
-        self._gone: OrderedDict[str, SessionState] = OrderedDict()
+        self._gone: OrderedDict[str, tuple[SessionState, str | None]] = OrderedDict()  # and owner
         # called after a session closes, to cancel its queued work between batches
         self.on_close: list[OnClose] = []
 
@@ -170,23 +173,36 @@ class SessionStore:
             )
         self._open[session.id] = session
 
-    def get(self, session_id: str) -> Session:
+    def owned_by(self, owner: str | None) -> int:
+        """Open sessions of one key."""
+        return sum(1 for s in self._open.values() if s.core.owner == owner)
+
+    def next_free_s(self, owner: str | None) -> float:
+        """Seconds until one of ``owner``'s sessions would idle out, at the soonest."""
+        idle = [s.core.idle_for() for s in self._open.values() if s.core.owner == owner]
+        return max(0.0, self.ttl_s - max(idle, default=0.0))
+
+    def get(self, session_id: str, caller: Caller = ANONYMOUS) -> Session:
+        """An open session of ``caller``'s; another key's is ``SessionNotFound`` as well, so
+        its existence is never confirmed."""
         session = self._open.get(session_id)
-        if session is not None:
+        if session is not None and caller.owns(session.core.owner):
             return session
         gone = self._gone.get(session_id)
-        if gone is not None:
-            raise SessionExpired(f"session {session_id} is {gone.value}", gone)
-        raise SessionNotFound(f"no session {session_id}")
+        if session is None and gone is not None and caller.owns(gone[1]):
+            raise SessionExpired(f"session {session_id[:64]} is {gone[0].value}", gone[0])
+        raise SessionNotFound(f"no session {session_id[:64]}")
 
-    async def close(self, session_id: str, state: SessionState, reason: str) -> Session:
+    async def close(
+        self, session_id: str, state: SessionState, reason: str, caller: Caller = ANONYMOUS
+    ) -> Session:
         """Close a session: it stops taking frames, its stream ends, its queued work is cancelled."""
-        session = self.get(session_id)
+        session = self.get(session_id, caller)
         del self._open[session_id]
         session.core.state = state
         session.core.closed_reason = reason
         session.core.closed.set()
-        self._gone[session_id] = state
+        self._gone[session_id] = (state, session.core.owner)
         while len(self._gone) > GONE_REMEMBERED:
             self._gone.popitem(last=False)
         for hook in self.on_close:

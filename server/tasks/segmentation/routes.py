@@ -12,7 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from server.api.deps import State, read_upload
+from server.access import Caller
+from server.api.deps import CallerDep, State, read_upload
 from server.api.errors import ApiError
 from server.media import decode_image
 from server.state import ServerState
@@ -33,8 +34,8 @@ class MaskRequest(BaseModel):
     objects: list[ObjectId] | None = Field(None, description="ids the mask sets (default: all in it)")
 
 
-def segmentation_session(state: ServerState, session_id: str) -> SegmentationSession:
-    session = state.sessions.get(session_id)
+def segmentation_session(state: ServerState, session_id: str, caller: Caller) -> SegmentationSession:
+    session = state.sessions.get(session_id, caller)
     if not isinstance(session, SegmentationSession):
         raise ApiError(409, "wrong_task", f"session {session_id} is a {session.task} session")
     session.core.touch()
@@ -50,8 +51,8 @@ def queued(session: SegmentationSession, control: str) -> dict[str, object]:
 
 
 @router.post("/mask", status_code=202, summary="Give, add or correct masks on the next frame")
-async def give_mask(session_id: str, body: MaskRequest, state: State) -> dict[str, object]:
-    session = segmentation_session(state, session_id)
+async def give_mask(session_id: str, body: MaskRequest, state: State, caller: CallerDep) -> dict[str, object]:
+    session = segmentation_session(state, session_id, caller)
     mask, ids = await asyncio.to_thread(
         decode_mask, body.mask, session.size, state.settings.max_pixels, session.max_objects
     )
@@ -60,15 +61,17 @@ async def give_mask(session_id: str, body: MaskRequest, state: State) -> dict[st
 
 
 @router.delete("/objects/{object_id}", status_code=202, summary="Remove an object from the next frame on")
-async def remove_object(session_id: str, object_id: int, state: State) -> dict[str, object]:
-    session = segmentation_session(state, session_id)
+async def remove_object(
+    session_id: str, object_id: int, state: State, caller: CallerDep
+) -> dict[str, object]:
+    session = segmentation_session(state, session_id, caller)
     queue_removal(session, object_id)
     return queued(session, "remove_object")
 
 
 @router.post("/reset", status_code=202, summary="Forget all memory and objects before the next frame")
-async def reset(session_id: str, state: State) -> dict[str, object]:
-    session = segmentation_session(state, session_id)
+async def reset(session_id: str, state: State, caller: CallerDep) -> dict[str, object]:
+    session = segmentation_session(state, session_id, caller)
     queue_reset(session)
     return queued(session, "reset")
 
@@ -77,6 +80,7 @@ async def reset(session_id: str, state: State) -> dict[str, object]:
 async def step_frame(
     session_id: str,
     state: State,
+    caller: CallerDep,
     image: Annotated[UploadFile, File(description="the frame: PNG, JPEG or WebP")],
     mask: Annotated[UploadFile | None, File(description="optional index PNG for this frame")] = None,
     rle: Annotated[str | None, Form(description='optional {"id": COCO RLE, ...} for this frame')] = None,
@@ -84,7 +88,7 @@ async def step_frame(
         str | None, Form(description="ids the mask sets, e.g. 1,3 (default: all in it)")
     ] = None,
 ) -> dict[str, object]:
-    session = segmentation_session(state, session_id)
+    session = segmentation_session(state, session_id, caller)
     if not state.accepting:  # why: a drain waits for frames in flight; it must not admit more
         raise ApiError(503, "not_ready", "the server is shutting down; the frame was not run")
     started = time.perf_counter()
