@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, tasks: Sequence[Task[Any, Any]]
     errors.install(app, [e for t in tasks for e in t.errors])
     app.add_middleware(deps.BodyLimit)
     app.add_middleware(Access)  # why after BodyLimit: outside it, so no body is read for a refused key
+    app.add_middleware(errors.ServerErrors)  # why here: inside the counter, which tags and counts its 500s
     app.middleware("http")(count_requests)
     _register_gauges(state)
     return app

@@ -51,12 +51,41 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
-    width, height = size
+    check_frame_size(*size, max_pixels)
+
+
+# why 16: the widest frames served are far narrower (32:9 ultrawide, 2:1 equirectangular
+# 360°); a strip 8294400×1 passes a pixel count and pads to 32×8294400 (issue 14)
+MAX_ASPECT_RATIO = 16
+# why 64: the coarsest multiple any task pads to (RIFE at scale 0.5)
+PAD_MULTIPLE = 64
+
+
+def check_frame_size(width: int, height: int, max_pixels: int) -> None:
+    """Refuse (413 ``image_too_large``), before anything is allocated, a frame of more than
+    ``max_pixels``, one narrower than 1:16, or one whose padded size would pass the bound;
+    every task's frames (images and videos) go through this."""
+    if width <= 0 or height <= 0:
+        raise MediaError("invalid_image", f"image is {width}×{height}: no pixels")
     if width * height > max_pixels:
         raise MediaError(
             "image_too_large",
             f"image is {width}×{height} = {width * height} pixels; the limit is {max_pixels}",
         )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise MediaError(
+            "image_too_large", f"image is {width}×{height}: more elongated than 1:{MAX_ASPECT_RATIO}"
+        )
+    padded = _padded(width) * _padded(height)
+    if padded > 2 * max_pixels + PAD_MULTIPLE**2:
+        raise MediaError(
+            "image_too_large", f"image is {width}×{height}; padded to multiples of {PAD_MULTIPLE} it "
+            f"would be {padded} pixels, more than twice the limit of {max_pixels}",
+        )  # fmt: skip
+
+
+def _padded(side: int) -> int:
+    return -(-side // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
 def encode_image(frame: np.ndarray, fmt: ImageFormat) -> bytes:

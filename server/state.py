@@ -131,9 +131,9 @@ class ServerState:
                 )
             return served[0]
         if model not in self.models:
-            raise UnknownModel(f"unknown model {model!r}; this server serves {self.settings.models}")
+            raise UnknownModel(f"unknown model {model[:64]!r}; this server serves {self.settings.models}")
         if self.models[model].task is not task:
-            raise UnknownModel(f"model {model!r} is not a {task.title} model")
+            raise UnknownModel(f"model {model[:64]!r} is not a {task.title} model")
         return self.models[model]
 
     def announce(self, model: str, owner: str) -> contextlib.AbstractContextManager[None]:

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.jobs.store import JobLimitReached, JobNotFound
 from server.media import MediaError
@@ -54,8 +55,19 @@ STATUS: tuple[ErrorCode, ...] = (
 )
 
 
+# why: a message can quote what the client sent (a model name, a list); a 190 MiB body must
+# not come back in its 404, nor fill a log line (issue 14)
+MAX_MESSAGE_CHARS = 500
+MAX_DETAILS = 20  # validation errors listed per answer
+
+
+def clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying so."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
 def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
-    return {"error": {"code": code, "message": message, **extra}}
+    return {"error": {"code": code, "message": clip(message), **extra}}
 
 
 def to_api_error(exc: Exception, table: Sequence[ErrorCode] = STATUS) -> ApiError:
@@ -82,11 +94,17 @@ def _response(error: ApiError) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
     details = [
-        {"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "message": e["msg"]}
-        for e in exc.errors()
+        {
+            "field": clip(".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), 100),
+            "message": clip(e["msg"], 200),
+        }
+        for e in errors[:MAX_DETAILS]
     ]
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+    if len(errors) > MAX_DETAILS:
+        summary += f"; and {len(errors) - MAX_DETAILS} more"
     return JSONResponse(error_body("invalid_request", summary, details=details), status_code=422)
 
 
@@ -103,12 +121,46 @@ def install(app: FastAPI, task_errors: Sequence[ErrorCode]) -> None:
 
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         error = to_api_error(exc, table)
-        if error.status >= 500:
-            log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        is_unavailable = error.status == 503  # why: loading or draining, said to the client; not a bug
+        if is_unavailable:
+            log.info("%s %s: 503 %s", request.method, clip(request.url.path, 200), clip(str(error), 200))
+        elif error.status >= 500:
+            log.error("%s %s failed", request.method, clip(request.url.path, 200), exc_info=exc)
         return _response(error)
 
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    # why each type by name: Starlette re-raises (and logs) what only the Exception handler takes
-    for kind in (ApiError, SessionExpired, *(e.kind for e in table), Exception):
+    # why each type by name, and no handler for Exception: Starlette answers that one from its
+    # outermost middleware and then re-raises, so the 500 was neither counted nor tagged with
+    # its request id, and uvicorn dropped the connection; ServerErrors answers it instead
+    for kind in (ApiError, SessionExpired, *(e.kind for e in table)):
         app.add_exception_handler(kind, domain_error)
+
+
+class ServerErrors:
+    """ASGI middleware: an exception no handler took is a server bug, answered 500 in JSON
+    (inside the request counter and the request-id tagging, so every 5xx is counted and
+    tagged) and logged with its traceback; the connection stays usable."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            log.error("%s %s failed", scope.get("method"), clip(scope.get("path", ""), 200), exc_info=exc)
+            if started:  # why: half an answer was sent; only closing the connection is left
+                raise
+            body = error_body("internal_error", f"internal error ({type(exc).__name__}); see the server log")
+            await JSONResponse(body, status_code=500)(scope, receive, send)

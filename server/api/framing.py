@@ -20,6 +20,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from server import logs
+from server.api.errors import clip
 from server.media import MediaError
 from server.scheduler import Cancelled, Overloaded, TooLarge
 from server.sessions import BudgetExceeded, SessionState
@@ -42,13 +43,20 @@ class CloseCode(enum.IntEnum):
     SESSION_GONE = 4410  # the session expired (idle TTL) or was closed
 
 
+# why 2**53: the largest integer a JSON number carries exactly (what a browser can send); an
+# index of 4300 nines once made every later frame of its session fail (issue 14)
+MAX_INDEX = 2**53
+
+
 class FrameHeader(BaseModel):
     """The optional text message before a frame's bytes."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     type: str = "frame"
-    frame_index: int | None = Field(None, ge=0, description="the client's frame number; default previous + 1")
+    frame_index: int | None = Field(
+        None, ge=0, le=MAX_INDEX, description="the client's frame number; default previous + 1"
+    )
     pts: float | None = Field(
         None, allow_inf_nan=False, description="presentation time of the frame, in the client's units"
     )
@@ -137,7 +145,8 @@ class FrameStream:
         self.header = None  # why: a header that fails must not leave an older one to apply
         try:
             message = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:  # why Recursion: '[[[[...' nests too deep
+        # why Recursion: '[[[[...' nests too deep; ValueError: an integer of more than 4300 digits
+        except (ValueError, RecursionError) as exc:
             await self.send_error(None, "invalid_json", f"text message is not JSON we accept: {exc}")
             return
         kind = message.get("type", "frame") if isinstance(message, dict) else None
@@ -212,13 +221,15 @@ class FrameStream:
         raise NotImplementedError
 
     async def fail(self, index: int, code: str, message: str, outcome: str) -> None:
-        log.info("frame %d answered with %s: %s", index, code, message)
+        log.info("frame %d answered with %s: %s", index, code, clip(message))
         self.session.core.frames_failed += 1
         self.count(outcome)
         await self.send_error(index, code, message)
 
     async def send_error(self, index: int | None, code: str, message: str) -> None:
-        await self.ws.send_json({"type": "error", "frame_index": index, "code": code, "message": message})
+        await self.ws.send_json(
+            {"type": "error", "frame_index": index, "code": code, "message": clip(message)}
+        )
 
     def count(self, outcome: str) -> None:
         self.state.metrics.frames.labels(self.session.task, outcome).inc()

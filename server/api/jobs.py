@@ -20,6 +20,7 @@ from server.access import Caller, QuotaExceeded
 from server.api.deps import JOBS_PATH, CallerDep, State
 from server.api.errors import ApiError
 from server.jobs.store import Job, JobWork
+from server.media import check_frame_size
 from server.state import ServerState
 from server.tasks.base import Task
 
@@ -127,11 +128,11 @@ async def _submit(
     job_id, folder = state.jobs.new_folder(caller.name)
     try:
         source = await _save_upload(state, video, folder)
-        info = await _probe(source)
+        name = Path(video.filename or source.name).name
+        info = await _probe(source, name)
         frames_total = _frames_total(state, info)
         params = await task.job_params(state, service, form, info, job_id)
         limit = state.settings.max_job_frames
-        name = Path(video.filename or source.name).name
         job = Job(job_id, task.name, service.model, params, folder, source, name, info, frames_total, limit)
         job.owner = caller.name
         state.jobs.start(job, _work(state, task))
@@ -168,21 +169,22 @@ def _copy_bounded(stream: BinaryIO, target: Path, limit: int) -> int:
     return copied
 
 
-async def _probe(source: Path) -> VideoInfo:
+async def _probe(source: Path, name: str) -> VideoInfo:
     try:
         return await asyncio.to_thread(probe, source)
     except VideoError as exc:
-        raise ApiError(422, "invalid_video", str(exc)) from exc
+        raise ApiError(422, "invalid_video", as_named(exc, source, name)) from exc
+
+
+def as_named(exc: Exception, source: Path, name: str) -> str:
+    """An error about the upload, naming it as the client did, never by the server's path."""
+    return str(exc).replace(str(source), name[:200] or "the video")
 
 
 def _frames_total(state: ServerState, info: VideoInfo) -> int:
     """Frames the job will process: the container's count, or its duration × fps."""
     limit = state.settings.max_job_frames
-    if info.width * info.height > state.settings.max_pixels:
-        raise ApiError(
-            413, "image_too_large", f"frames are {info.width}×{info.height}, more than "
-            f"VIDSERVE_MAX_PIXELS={state.settings.max_pixels}",
-        )  # fmt: skip
+    check_frame_size(info.width, info.height, state.settings.max_pixels)
     estimate = info.frames or round((info.duration_s or 0) * float(info.fps))
     if estimate > limit:
         raise ApiError(

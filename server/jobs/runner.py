@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from models.video import DecodedFrame, read_frames
+from models.video import DecodedFrame, VideoError, read_frames
 from server.jobs.store import Job
 from server.scheduler import Overloaded, ShuttingDown
 
@@ -53,7 +53,7 @@ async def frames_of(job: Job, io: JobIO) -> AsyncGenerator[DecodedFrame, None]:
     rather than cutting the result short."""
     frames: Iterator[DecodedFrame] = read_frames(job.source)
     try:
-        while (frame := await io.run(next, frames, None)) is not None:
+        while (frame := await io.run(_next, frames, job)) is not None:
             if frame.index >= job.frame_limit:
                 raise TooManyFrames(
                     f"the video has more than {job.frame_limit} frames (VIDSERVE_MAX_JOB_FRAMES)"
@@ -64,6 +64,14 @@ async def frames_of(job: Job, io: JobIO) -> AsyncGenerator[DecodedFrame, None]:
         job.frames_total = job.frames_done  # why: the container's count was an estimate
     finally:
         await io.run(_close, frames)
+
+
+def _next(frames: Iterator[DecodedFrame], job: Job) -> DecodedFrame | None:
+    """The next frame; a decoding error names the upload as the client did, not by its path."""
+    try:
+        return next(frames, None)
+    except VideoError as exc:
+        raise VideoError(str(exc).replace(str(job.source), job.filename[:200])) from exc
 
 
 def _close(frames: Iterator[DecodedFrame]) -> None:

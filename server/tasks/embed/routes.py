@@ -17,7 +17,7 @@ from models.video import DecodedFrame, VideoError, probe, read_frames
 from models.videomae.inference import ClipInputError, Drop, Window
 from server.api.deps import State, read_upload
 from server.api.errors import ApiError
-from server.media import decode_image
+from server.media import check_frame_size, decode_image
 from server.sessions.store import new_core
 from server.state import ServerState
 from server.tasks.embed.service import EmbedService
@@ -112,11 +112,7 @@ async def _video_frames(
         path = Path(folder) / f"clip{Path(upload.filename or '').suffix.lower()[:8] or '.bin'}"
         await loop.run_in_executor(thread, _copy, upload, path)
         info = await loop.run_in_executor(thread, _probe, path)
-        if info.width * info.height > state.settings.max_pixels:
-            raise ApiError(
-                413, "image_too_large", f"frames are {info.width}×{info.height}, more than "
-                f"VIDSERVE_MAX_PIXELS={state.settings.max_pixels}",
-            )  # fmt: skip
+        check_frame_size(info.width, info.height, state.settings.max_pixels)
         if info.frames is not None and info.frames < clip.spec.span:
             raise ClipInputError("clip_too_short", too_short(clip.spec, info.frames))
         decoded: Iterator[DecodedFrame] = read_frames(path)

@@ -260,8 +260,18 @@ def _rle_size(value: object) -> Size:
         if _positive_int(height) and _positive_int(width):
             return height, width
     raise MaskError(
-        "invalid_rle", f'RLE "size" must be [height, width], two positive integers; got {value!r}'
+        "invalid_rle", f'RLE "size" must be [height, width], two positive integers; got {_quoted(value)}'
     )
+
+
+def _quoted(value: object) -> str:
+    """What the client sent, short: a 15 MB list must not come back in the error (issue 14)."""
+    text = (
+        repr(value)
+        if not isinstance(value, int) or abs(value) < 10**20
+        else f"an integer of {len(str(abs(value)))} digits"
+    )
+    return text if len(text) <= 80 else f"{text[:80]}…"
 
 
 def _positive_int(value: object) -> bool:
@@ -271,14 +281,24 @@ def _positive_int(value: object) -> bool:
 def _runs_from_list(counts: list[object], size: Size) -> list[int]:
     """Uncompressed counts: non-negative ints adding up to h·w."""
     runs: list[int] = []
+    total_pixels = size[0] * size[1]
     for i, count in enumerate(counts):
         if not isinstance(count, int) or isinstance(count, bool):
-            raise MaskError("invalid_rle", f"RLE counts[{i}] is {count!r}; run lengths must be integers")
-        if count < 0:
-            raise MaskError("invalid_rle", f"RLE counts[{i}] is {count}; run lengths must be non-negative")
+            raise MaskError(
+                "invalid_rle", f"RLE counts[{i}] is {_quoted(count)}; run lengths must be integers"
+            )
+        if not 0 <= count <= total_pixels:
+            raise MaskError(
+                "invalid_rle",
+                f"RLE counts[{i}] is {_quoted(count)}; run lengths must be non-negative and at most "
+                f"h·w = {total_pixels}",
+            )
         runs.append(count)
     _check_total(runs, size, "RLE counts")
     return runs
+
+
+MAX_RUN_BITS = 40  # why: 8 groups of 5 bits hold any run of a frame VIDSERVE_MAX_PIXELS allows
 
 
 def _runs_from_string(counts: str, size: Size) -> list[int]:
@@ -300,6 +320,10 @@ def _runs_from_string(counts: str, size: Size) -> list[int]:
             )
         value |= (group & 0x1F) << shift
         shift += 5
+        if shift > MAX_RUN_BITS:  # why: endless continuation groups would build an unbounded integer
+            raise MaskError(
+                "invalid_rle", f"malformed compressed RLE: run {len(runs)} is longer than any mask"
+            )
         if group & 0x20:
             continue
         if group & 0x10:

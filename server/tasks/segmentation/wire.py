@@ -57,8 +57,9 @@ def _b64(data: str, what: str) -> bytes:
 
 
 def _object_id(key: str) -> int:
-    if not key.isdigit() or not 1 <= int(key) <= 255:
-        raise MaskError("invalid_object_id", f"object ids are 1..255, got {key!r}")
+    # why the length first: int() of thousands of digits raises, and is slow before it does
+    if not (key.isdigit() and len(key) <= 3) or not 1 <= int(key) <= 255:
+        raise MaskError("invalid_object_id", f"object ids are 1..255, got {key[:20]!r}")
     return int(key)
 
 
