@@ -69,6 +69,12 @@ class Settings(StoreSettings):
         8 * 2**30, ge=0, description="segmentation memory all sessions may reserve (each its worst case)"
     )
     max_pixels: int = Field(3840 * 2160, ge=1, description="largest frame accepted (width × height)")
+    max_output_pixels: int = Field(
+        2 * 3840 * 2160,
+        ge=1,
+        description="pixels of in-between frames one frame may ask for (timesteps × padded size): "
+        "4K at factor 2, 1080p at factor 8, 540p at factor 32",
+    )
     max_message_bytes: int = Field(
         64 * 2**20, ge=1024, description="largest upload or websocket message, in bytes"
     )

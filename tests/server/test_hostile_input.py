@@ -169,3 +169,45 @@ def test_huge_numbers_in_masks_are_client_errors(xmem_server: RunningServer) -> 
     response = httpx.post(f"{url}/mask", json={"mask": mask})
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_object_id"
     assert len(response.content) < MAX_ERROR_BYTES
+
+
+def test_factor_is_bounded_by_the_pixels_it_asks_for(server: RunningServer, tmp_path: Path) -> None:
+    """Factor 64 at 960×540 from a 9 KB upload took 1.33 GB: rows × padded pixels per frame is
+    bounded (413 naming the limit and the most that fits) on REST, sessions and jobs alike."""
+    frame = np.zeros((540, 960, 3), np.uint8)
+    data = png(frame)
+    response = httpx.post(
+        f"{server.url}/v1/interpolate",
+        files={"frame0": data, "frame1": data},
+        data={"factor": "64"},
+        timeout=60,
+    )
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert error["code"] == "output_too_large" and "VIDSERVE_MAX_OUTPUT_PIXELS" in error["message"]
+    assert "at most 31 per frame (factor 32)" in error["message"]
+    session = httpx.post(f"{server.url}/v1/sessions", json={"task": "interpolate", "factor": 64}).json()
+    (answer,) = asyncio.run(exchange(session["stream_url"], [data]))
+    assert answer["type"] == "error" and answer["code"] == "output_too_large" and answer["frame_index"] == 0
+    fine = httpx.post(
+        f"{server.url}/v1/interpolate",
+        files={"frame0": data, "frame1": data},
+        data={"factor": "8"},
+        timeout=120,
+    )
+    assert fine.status_code == 200
+    video = tmp_path / "still.mp4"
+    from fractions import Fraction
+
+    from models.video import VideoWriter
+
+    with VideoWriter(video, width=960, height=540, fps=Fraction(10)) as writer:
+        writer.write(frame, 0.0)
+        writer.write(frame, 0.1)
+    with video.open("rb") as upload:
+        job = httpx.post(
+            f"{server.url}/v1/jobs",
+            files={"video": ("still.mp4", upload, "video/mp4")},
+            data={"task": "interpolate", "factor": "64"},
+        )
+    assert job.status_code == 413 and job.json()["error"]["code"] == "output_too_large"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from models.rife.inference import check_scale, timesteps_for_factor
-from models.video import DecodedFrame, VideoWriter, clock_for
+from models.video import DecodedFrame, VideoInfo, VideoWriter, clock_for
 from server.api.errors import ApiError
 from server.jobs.runner import JobIO, audio_of, frames_of, retrying
 from server.jobs.store import Job
@@ -32,17 +32,22 @@ class InterpolationParams:
     factor: int  # N× frame rate: N-1 frames between each pair
     scale: float  # RIFE's flow scale: 0.5 for 4K
     scene_change_threshold: float | None  # SSIM below which a pair is a cut (None: never)
+    max_output_pixels: int  # VIDSERVE_MAX_OUTPUT_PIXELS when it was submitted
 
 
-def job_params(settings: Settings, form: InterpolationJobForm) -> InterpolationParams:
+def job_params(
+    settings: Settings, service: InterpolationService, form: InterpolationJobForm, info: VideoInfo
+) -> InterpolationParams:
     check_scale(form.scale)
     rows = len(timesteps_for_factor(form.factor))
+    service.check_output(info.height, info.width, form.scale, rows, settings.max_output_pixels)
     if rows > settings.max_queue_size:
         raise ApiError(
             422, "too_many_rows", f"factor {form.factor} needs {rows} rows per frame, more than the engine "
             f"queue of {settings.max_queue_size} (VIDSERVE_MAX_QUEUE_SIZE)",
         )  # fmt: skip
-    return InterpolationParams(form.factor, form.scale, parse_threshold(form.scene_change_threshold))
+    threshold = parse_threshold(form.scene_change_threshold)
+    return InterpolationParams(form.factor, form.scale, threshold, settings.max_output_pixels)
 
 
 async def run_interpolation(job: Job, service: InterpolationService) -> None:
@@ -90,8 +95,10 @@ async def _interpolate_all(
         scene_change_threshold=params.scene_change_threshold,
     )
     previous_s: float | None = None
+    limit = params.max_output_pixels
     async for frame in frames:
-        results = await retrying(functools.partial(step, service, stream, frame.rgb, Priority.BATCH))
+        attempt = functools.partial(step, service, stream, frame.rgb, limit, Priority.BATCH)
+        results = await retrying(attempt)
         for result in results:
             assert previous_s is not None
             between = previous_s + result.timestep * (frame.time_s - previous_s)

@@ -77,8 +77,9 @@ async def _run(
     pixels1 = await asyncio.to_thread(decode_image, data1, limit)
     if pixels0.shape != pixels1.shape:
         raise InterpolationInputError(f"frame sizes differ: {pixels0.shape[:2]} and {pixels1.shape[:2]}")
-    await step(service, pair, pixels0)
-    return await step(service, pair, pixels1)
+    most = state.settings.max_output_pixels
+    await step(service, pair, pixels0, most)
+    return await step(service, pair, pixels1, most)
 
 
 def _part_headers(result: Interpolated) -> dict[str, str]:

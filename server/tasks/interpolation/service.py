@@ -57,6 +57,15 @@ class Interpolated:
     scene_change: bool  # True: ``frame`` is a copy of the earlier frame, not a blend
 
 
+class OutputTooLarge(ValueError):
+    """A frame's in-between frames would hold more pixels than ``VIDSERVE_MAX_OUTPUT_PIXELS``
+    (413): each timestep is a padded frame computed and held at once (issue 14: factor 64
+    at 960×540, from a 9 KB upload, took 1.33 GB)."""
+
+    status = 413
+    code = "output_too_large"
+
+
 class InterpolationService:
     """One RIFE model being served: its shared engines, its scheduler, and the pipeline."""
 
@@ -76,6 +85,19 @@ class InterpolationService:
     @property
     def spec(self) -> RifeSpec:
         return self.rife.spec
+
+    def check_output(self, height: int, width: int, scale: float, rows: int, limit: int) -> None:
+        """Refuse, before anything runs, ``rows`` in-between frames of H×W (padded) past ``limit``
+        pixels in all."""
+        padded_h, padded_w = self.spec.padded_size(height, width, scale)
+        pixels = rows * padded_h * padded_w
+        if pixels > limit:
+            most = max(1, limit // (padded_h * padded_w))
+            raise OutputTooLarge(
+                f"{rows} in-between frames of {width}×{height} (padded {padded_w}×{padded_h}) are "
+                f"{pixels} pixels, more than VIDSERVE_MAX_OUTPUT_PIXELS={limit}; at this size at most "
+                f"{most} per frame (factor {most + 1})"
+            )
 
     def prepare(self, pixels: np.ndarray, scale: float) -> PreparedFrame:
         """pixels: uint8 H×W×3 → padded once for every pair it takes part in."""

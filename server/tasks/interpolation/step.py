@@ -16,12 +16,15 @@ async def step(
     service: InterpolationService,
     session: InterpolationSession,
     pixels: np.ndarray,
+    limit: int,
     priority: Priority = Priority.LIVE,
 ) -> list[Interpolated]:
     """pixels: the session's next frame, uint8 H×W×3 → the in-between frames of (its previous
     frame, this one), one per timestep (none for the first frame); then this frame is the
     session's previous one. A frame refused (a full queue, bad input) leaves the session as
-    it was. The caller keeps indices and timestamps."""
+    it was. ``limit``: the most pixels of in-between frames per frame (``OutputTooLarge``).
+    The caller keeps indices and timestamps."""
+    service.check_output(pixels.shape[0], pixels.shape[1], session.scale, len(session.timesteps), limit)
     prepared = await asyncio.to_thread(service.prepare, pixels, session.scale)
     results: list[Interpolated] = []
     if session.previous is not None:

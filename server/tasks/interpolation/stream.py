@@ -13,7 +13,7 @@ from models.rife.inference import InterpolationInputError
 from server.api.framing import FrameError, FrameHeader, FrameStream
 from server.media import decode_image, encode_image
 from server.state import ServerState
-from server.tasks.interpolation.service import Interpolated, InterpolationService
+from server.tasks.interpolation.service import Interpolated, InterpolationService, OutputTooLarge
 from server.tasks.interpolation.session import InterpolationSession
 from server.tasks.interpolation.step import step
 
@@ -24,6 +24,7 @@ class InterpolationStream(FrameStream):
     client_errors: ClassVar[tuple[type[Exception], ...]] = (
         *FrameStream.client_errors,
         InterpolationInputError,
+        OutputTooLarge,
     )
 
     def __init__(self, state: ServerState, ws: WebSocket, session: InterpolationSession) -> None:
@@ -44,7 +45,7 @@ class InterpolationStream(FrameStream):
                 "size_mismatch", f"frame is {pixels.shape[1]}×{pixels.shape[0]}, the session's frames are "
                 f"{session.size[1]}×{session.size[0]}",
             )  # fmt: skip
-        results = await step(service, session, pixels)
+        results = await step(service, session, pixels, self.state.settings.max_output_pixels)
         await self.send_results(index, pts, results)
         session.previous_index, session.previous_pts = index, pts
         await self.send_frame_done(index, results, time.perf_counter() - started)

@@ -17,7 +17,7 @@ from server.state import ServerState
 from server.tasks.base import ErrorCode, LoadContext, Task
 from server.tasks.interpolation import jobs, routes, service
 from server.tasks.interpolation.forms import InterpolationJobForm
-from server.tasks.interpolation.service import InterpolationService
+from server.tasks.interpolation.service import InterpolationService, OutputTooLarge
 from server.tasks.interpolation.session import TASK, InterpolationSession, InterpolationSessionCreate
 from server.tasks.interpolation.stream import InterpolationStream
 
@@ -30,7 +30,10 @@ class InterpolationTask(Task[InterpolationSession, InterpolationService]):
     families: ClassVar[tuple[str, ...]] = ("rife",)
     session_body: ClassVar[type[BaseModel]] = InterpolationSessionCreate
     job_form: ClassVar[type[BaseModel]] = InterpolationJobForm
-    errors: ClassVar[tuple[ErrorCode, ...]] = (ErrorCode(InterpolationInputError, 422, "invalid_argument"),)
+    errors: ClassVar[tuple[ErrorCode, ...]] = (
+        ErrorCode(InterpolationInputError, 422, "invalid_argument"),
+        ErrorCode(OutputTooLarge, 413, "output_too_large"),  # its own status and code win
+    )
     router = routes.router
 
     def load(self, context: LoadContext) -> InterpolationService:
@@ -62,7 +65,7 @@ class InterpolationTask(Task[InterpolationSession, InterpolationService]):
         self, state: ServerState, service: InterpolationService, form: BaseModel, info: VideoInfo, job_id: str
     ) -> object:
         assert isinstance(form, InterpolationJobForm)
-        return jobs.job_params(state.settings, form)
+        return jobs.job_params(state.settings, service, form, info)
 
     async def run_job(self, state: ServerState, job: Job, service: InterpolationService) -> None:
         await jobs.run_interpolation(job, service)
