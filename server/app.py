@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
+import os
 import secrets
+import shutil
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -190,13 +194,71 @@ async def _session_closed(state: ServerState, session: Session) -> None:
     await state.session_task(session).close_session(state, session)
 
 
+JOBS_PREFIX = "vidserve-jobs-"
+OWNER_FILE = "owner.json"  # which process on which host a jobs folder belongs to
+# why a day: a folder from before owner files existed is stale by then whoever made it
+UNOWNED_STALE_S = 24 * 3600
+
+
 def _job_store(settings: Settings) -> JobStore:
     """A folder of this process's own under ``job_dir`` (or the system's temp), removed at
-    shutdown: jobs do not outlive the process, and a shared ``job_dir`` is never wiped."""
+    shutdown: jobs do not outlive the process, and a shared ``job_dir`` is never wiped. The
+    folders of processes on this host that died without a shutdown (SIGKILL) go first."""
     parent = settings.job_dir or Path(tempfile.gettempdir())
     parent.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="vidserve-jobs-", dir=parent))
+    remove_orphans(parent)
+    root = Path(tempfile.mkdtemp(prefix=JOBS_PREFIX, dir=parent))
+    (root / OWNER_FILE).write_text(json.dumps(_this_process()))
     return JobStore(root, settings.max_jobs, settings.max_running_jobs, settings.job_result_ttl_s)
+
+
+def _this_process(pid: int | None = None) -> dict[str, object]:
+    pid = os.getpid() if pid is None else pid
+    return {"host": socket.gethostname(), "pid": pid, "started": _start_time(pid)}
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), so a reused pid is told apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def remove_orphans(parent: Path) -> list[Path]:
+    """Delete the jobs folders under ``parent`` that no living process owns: those of this
+    host's processes that are gone, and unowned ones older than a day. Another host's are
+    left alone (a shared job_dir)."""
+    removed = []
+    for folder in parent.glob(f"{JOBS_PREFIX}*"):
+        if folder.is_dir() and _is_orphan(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            log.info("removed %s: its server is gone (uploads and results of its jobs)", folder)
+    return removed
+
+
+def _is_orphan(folder: Path) -> bool:
+    try:
+        owner = json.loads((folder / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return time.time() - folder.stat().st_mtime > UNOWNED_STALE_S
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return False
+    pid = owner.get("pid")
+    return (
+        not isinstance(pid, int) or _this_process(pid)["started"] != owner.get("started") or not _alive(pid)
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # why: it exists, it is just another user's
+        return True
+    return True
 
 
 async def _job_finished(state: ServerState, job: Job) -> None:

@@ -139,3 +139,38 @@ def test_a_model_no_task_serves_is_named() -> None:
     with pytest.raises(UnknownModel, match=r"no task of this server serves model 'videomae-vit-s-k400'"):
         task_for(without_embed, "videomae-vit-s-k400")
     assert task_for(TASKS, "videomae-vit-s-k400").name == "embed"
+
+
+def test_job_folders_of_a_killed_server_are_removed_at_start(tmp_path: Path) -> None:
+    """A server killed with SIGKILL leaves its uploads and partial results; the next start on
+    this host removes them, and leaves a living server's folder and another host's alone."""
+    import json
+    import signal
+
+    from server.app import JOBS_PREFIX, OWNER_FILE, create_app
+
+    script = (
+        "import sys, time\n"
+        "from server.app import create_app\n"
+        "from server.settings import Settings\n"
+        f"create_app(Settings(job_dir={str(tmp_path)!r}))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    (killed,) = tmp_path.glob(f"{JOBS_PREFIX}*")
+    (killed / "job_1").mkdir()
+    (killed / "job_1" / "source.mp4").write_bytes(b"an upload")
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    foreign = tmp_path / f"{JOBS_PREFIX}other"
+    foreign.mkdir()
+    (foreign / OWNER_FILE).write_text(json.dumps({"host": "another-host", "pid": 1, "started": "0"}))
+    living = create_app(Settings(job_dir=tmp_path)).state.server.jobs.root
+    left = set(tmp_path.glob(f"{JOBS_PREFIX}*"))
+    assert not killed.exists() and foreign in left and living in left
+    create_app(Settings(job_dir=tmp_path))  # a second server: the first one's folder is alive
+    assert living.exists()
