@@ -118,11 +118,18 @@ class StepResult:
 class MaskInput:
     """A mask given on a frame: which objects it sets, as float maps in state order."""
 
-    given: list[int]  # ids this frame sets (others keep their prediction outside ``region``)
+    given: list[int]  # ids this frame sets (the others keep their prediction outside the mask)
     maps: Tensor  # len(given)×Hp×Wp float, padded
-    # Hp×Wp bool: every labelled pixel of the mask, given ids or not; the reference clears
-    # all predictions there (the conformance streams pin this)
-    region: Tensor
+    # Hp×Wp int64: the mask's ids, padded with 0. Predictions are cleared where it names a
+    # tracked or a given id, as the reference clears them where its one-hot over those ids
+    # is set; pixels of any other id are unlabelled (issue 14)
+    labels: Tensor
+
+    def region(self, known: Sequence[int]) -> Tensor:
+        """Hp×Wp bool: the pixels the mask labels with one of ``known`` (tracked or given)."""
+        return torch.isin(
+            self.labels, torch.tensor(list(known), dtype=torch.int64, device=self.labels.device)
+        )
 
 
 @dataclass
@@ -229,7 +236,7 @@ class FrameWork:
         maps = torch.zeros(len(s.object_ids), height, width, device=given.maps.device)
         if prob is not None:
             predicted = prob[1:].clone()
-            predicted[:, given.region] = 0
+            predicted[:, given.region(s.object_ids)] = 0
             maps[: predicted.shape[0]] = predicted
         for obj, layer in zip(given.given, given.maps, strict=True):
             maps[s.object_ids.index(obj)] = layer
@@ -345,8 +352,8 @@ def _read_mask(
         raise SegmentationInputError(f"object ids must be 1..255, got {bad}")
     labels = torch.from_numpy(mask.astype(np.int64))
     maps = torch.stack([(labels == obj).float() for obj in given]) if given else torch.zeros(0, *mask.shape)
-    region = padding.apply((labels != 0)[None].float())[0] > 0.5
-    return MaskInput(given=given, maps=padding.apply(maps).to(device), region=region.to(device))
+    padded = padding.apply(labels[None])[0]  # zeros outside: unlabelled
+    return MaskInput(given=given, maps=padding.apply(maps).to(device), labels=padded.to(device))
 
 
 def normalise(frame: np.ndarray) -> Tensor:

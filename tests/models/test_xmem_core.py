@@ -160,3 +160,25 @@ def test_deep_update_every_n_frames_lands_on_memory_frames(tmp_path_factory: pyt
         if core.state.last_deep_update == t:
             deep_updates.append(t)
     assert deep_updates == [0, 8, 16]
+
+
+def test_ids_neither_tracked_nor_given_are_unlabelled(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A mask that sets object 1 and also holds pixels of id 7 (not tracked, not given):
+    as the reference builds its one-hot over tracked and given ids only, id 7's pixels are
+    unlabelled, so object 2 keeps its prediction there: the same answer as the mask with
+    those pixels 0 (once, every non-zero pixel cleared the other objects' predictions)."""
+    engines = xmem_engines("eager", tmp_path_factory)
+    frames = _tiny_frames(3, 32)
+    first = _square_mask(32, 1, 0, 0) + _square_mask(32, 2, 16, 16)
+    later = _square_mask(32, 1, 2, 2)
+    with_stray = later.copy()
+    with_stray[16:32, 16:32] = 7  # over object 2
+    answers = []
+    for mask in (with_stray, later):
+        core = InferenceCore(engines, XMemConfig())
+        core.step(frames[0], first)
+        core.step(frames[1])
+        answers.append(core.step(frames[2], mask, objects=[1]))
+    stray, clean = answers
+    assert stray.object_ids == clean.object_ids == [1, 2]
+    torch.testing.assert_close(stray.prob, clean.prob)
