@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.access import QuotaExceeded
 from server.jobs.store import JobLimitReached, JobNotFound
 from server.media import MediaError
 from server.scheduler import Cancelled, Overloaded, TooLarge
@@ -52,6 +53,7 @@ STATUS: tuple[ErrorCode, ...] = (
     ErrorCode(FrameOrderError, 422, "frame_index_not_increasing"),
     ErrorCode(BudgetExceeded, 429, "memory_budget_exceeded"),
     ErrorCode(Cancelled, 409, "session_closed"),
+    ErrorCode(QuotaExceeded, 429, "quota_exceeded"),  # its Retry-After is its own (access.py)
 )
 
 
