@@ -10,7 +10,8 @@ import httpx
 
 from clients.cli import embed, interpolate, segment
 from clients.cli.common import CliError, default_url
-from clients.python import StreamClosed, VidserveError
+from clients.python import QuotaExceeded, StreamClosed, Unauthorized, VidserveError
+from clients.python.aio import API_KEY_ENV, api_key_from
 from models.video import AudioCopyError, VideoError
 
 EXIT_ERROR = 1
@@ -44,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc} (--no-audio)", file=sys.stderr)
     except (CliError, VideoError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+    except Unauthorized as exc:
+        print(f"error: {refused_key(args, exc)}", file=sys.stderr)
+    except QuotaExceeded as exc:
+        print(f"error: {quota_used_up(exc)}", file=sys.stderr)
     except StreamClosed as exc:
         print(
             f"error: the server closed the stream ({exc.code}: {exc.reason or 'no reason given'})",
@@ -56,3 +61,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def refused_key(args: argparse.Namespace, exc: Unauthorized) -> str:
+    """What a 401 or 4401 means here, in one line; the key itself is never shown."""
+    if api_key_from(args.api_key) is None:
+        return f"the server at {args.server} needs an API key: give it with --api-key KEY or ${API_KEY_ENV}"
+    return (
+        f"the server at {args.server} refused the API key ({exc.message}); check --api-key or ${API_KEY_ENV}"
+    )
+
+
+def quota_used_up(exc: QuotaExceeded) -> str:
+    when = "" if exc.retry_after_s is None else f"; a place frees in about {exc.retry_after_s:g} s"
+    return f"this API key's quota is used up: {exc.message}{when}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
@@ -12,6 +13,7 @@ import httpx
 from tqdm import tqdm
 
 from clients.python import Client, NotReady, Session
+from clients.python.aio import API_KEY_ENV
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Output suffixes written as a video, and the encoder each container gets.
@@ -34,10 +36,24 @@ def codec_for(path: Path) -> str:
     return VIDEO_CODECS[path.suffix.lower()]
 
 
+def add_api_key(parser: argparse.ArgumentParser) -> None:
+    """``--api-key``; its default stays None, so the client reads the variable itself and no
+    help text or error ever shows the key."""
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"the server's API key (default ${API_KEY_ENV}, which keeps it out of the process list)",
+    )
+
+
 @contextlib.contextmanager
-def connect(url: str) -> Iterator[Client]:
-    """A blocking client on ``url``, checked live first so a wrong URL fails in one line."""
-    client = Client(url, timeout=120.0)
+def connect(url: str, api_key: str | None = None) -> Iterator[Client]:
+    """A blocking client on ``url``, checked live first so a wrong URL fails in one line;
+    ``api_key`` None: ``$VIDSERVE_API_KEY``."""
+    try:
+        client = Client(url, api_key=api_key, timeout=120.0)
+    except ValueError as exc:
+        raise CliError(f"--api-key or ${API_KEY_ENV}: {exc}") from None
     try:
         try:
             client.health()

@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from clients.cli.common import CliError, connect, progress, wait_ready
+from clients.cli.common import CliError, add_api_key, connect, progress, wait_ready
 from clients.python import Client, ClipSegment, Job
 from models.video import probe
 
@@ -60,6 +60,7 @@ def add_parser(sub: argparse._SubParsersAction, server: str) -> None:
     p.add_argument("--model", help="a VideoMAE model the server serves (default: its first)")
     p.add_argument("--out", type=Path, help=f"output JSON (default: VIDEO with {OUT_SUFFIX})")
     p.add_argument("--server", default=server, help=f"server URL (default $VIDSERVE_URL or {server})")
+    add_api_key(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".json":
         raise CliError(f"--out {out}: give a file name ending in .json")
     info = probe(args.video)  # why first: a missing or unreadable file fails here in one line
-    with connect(args.server) as client:
+    with connect(args.server, args.api_key) as client:
         wait_ready(client, args.server)
         job = client.submit_job(args.video, "embed", **window_options(args))
         try:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from clients.cli.common import (
     CliError,
+    add_api_key,
     codec_for,
     connect,
     delete_quietly,
@@ -48,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction, server: str) -> None:
     p.add_argument("--crf", type=int, default=18, help="encoder quality, lower is better (default 18)")
     p.add_argument("--no-audio", action="store_true", help="leave the input's audio out")
     p.add_argument("--server", default=server, help=f"server URL (default $VIDSERVE_URL or {server})")
+    add_api_key(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--factor {args.factor}: must be 2 to 64")
     info = probe(args.video)
     fps = info.fps * args.factor
-    with connect(args.server) as client:
+    with connect(args.server, args.api_key) as client:
         wait_ready(client, args.server)
         session = client.create_interpolation_session(
             factor=args.factor,

@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from clients.cli.common import CliError, connect, delete_quietly, is_video_path, progress, wait_ready
+from clients.cli.common import (
+    CliError,
+    add_api_key,
+    connect,
+    delete_quietly,
+    is_video_path,
+    progress,
+    wait_ready,
+)
 from clients.cli.sinks import MaskFolder, MaskSink, OverlayVideo
 from clients.python import FrameRejected, SegmentationStream
 from models.images import ImageError, read_index_mask
@@ -92,6 +100,7 @@ def add_parser(sub: argparse._SubParsersAction, server: str) -> None:
     p.add_argument("--crf", type=int, default=18, help="encoder quality, lower is better (default 18)")
     p.add_argument("--no-audio", action="store_true", help="leave the input's audio out of an overlay video")
     p.add_argument("--server", default=server, help=f"server URL (default $VIDSERVE_URL or {server})")
+    add_api_key(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -100,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     info = probe(args.video)
     masks = load_masks(args, info)
     objects = sorted({int(i) for mask in masks.values() for i in np.unique(mask) if i})
-    with connect(args.server) as client:
+    with connect(args.server, args.api_key) as client:
         wait_ready(client, args.server)
         session = client.create_segmentation_session(
             model=args.model, processing_size=_size(args.size, info), max_objects=len(objects)

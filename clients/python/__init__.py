@@ -11,6 +11,7 @@ from clients.python.aio import (
     AsyncSession,
 )
 from clients.python.errors import (
+    Forbidden,
     FrameRejected,
     Gone,
     InvalidRequest,
@@ -18,9 +19,13 @@ from clients.python.errors import (
     NotFound,
     NotReady,
     Overloaded,
+    QuotaExceeded,
     StreamClosed,
+    StreamForbidden,
     StreamGone,
     StreamNotFound,
+    StreamUnauthorized,
+    Unauthorized,
     VidserveError,
 )
 from clients.python.protocol import (
@@ -61,6 +66,7 @@ __all__ = [
     "EmbedFrameResult",
     "EmbedSession",
     "EmbedStream",
+    "Forbidden",
     "FrameRejected",
     "FrameResult",
     "Gone",
@@ -73,13 +79,17 @@ __all__ = [
     "NotFound",
     "NotReady",
     "Overloaded",
+    "QuotaExceeded",
     "SegmentResult",
     "SegmentationSession",
     "SegmentationStream",
     "Session",
     "StreamClosed",
+    "StreamForbidden",
     "StreamGone",
     "StreamNotFound",
+    "StreamUnauthorized",
     "StreamedFrame",
+    "Unauthorized",
     "VidserveError",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +26,7 @@ from clients.python.errors import (
     StreamClosed,
     VidserveError,
     error_from_body,
+    refused_access,
     stream_closed,
 )
 from clients.python.frames import FrameLike, encode_frame, encode_index_png, mask_ids
@@ -40,20 +42,45 @@ from clients.python.protocol import (
 
 T = TypeVar("T")
 RETRIED_STATUS = (429, 503)  # why: the protocol answers both with Retry-After: they pass
+API_KEY_ENV = "VIDSERVE_API_KEY"  # the key a client sends when none is given
+
+
+def api_key_from(given: str | None) -> str | None:
+    """The key to send: ``given``, else ``$VIDSERVE_API_KEY``; "" sends none. Whitespace
+    around it (a key read from a file) is dropped; one a header cannot carry is refused
+    without being repeated."""
+    key = (os.environ.get(API_KEY_ENV, "") if given is None else given).strip()
+    if any(not "!" <= c <= "~" for c in key):
+        raise ValueError("the API key holds spaces or characters an HTTP header cannot carry")
+    return key or None
 
 
 class AsyncClient:
     """A vidserve server at ``base_url``. REST 429/503 are retried ``max_retries`` times,
-    waiting Retry-After or ``backoff``·2^attempt seconds; so is a stream closed with 1013."""
+    waiting Retry-After or ``backoff``·2^attempt seconds, as long as one call's waits stay
+    within ``retry_budget_s`` (a Retry-After past it raises at once, QuotaExceeded for a
+    key's quota); a stream closed with 1013 is retried with the backoff. ``api_key`` (default
+    ``$VIDSERVE_API_KEY``) goes as ``Authorization: Bearer`` on every request and stream."""
 
     def __init__(
-        self, base_url: str, *, timeout: float = 120.0, max_retries: int = 3, backoff: float = 0.5
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        retry_budget_s: float = 30.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff = backoff
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self.retry_budget_s = retry_budget_s
+        key = api_key_from(api_key)
+        # why a header, on streams too: never in a URL, where access logs would keep it
+        self._auth = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, headers=self._auth)
 
     async def __aenter__(self) -> Self:
         return self
@@ -68,29 +95,32 @@ class AsyncClient:
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         """Seconds to wait before retry ``attempt`` (0-based)."""
-        if retry_after is not None:
-            try:
-                return max(0.0, float(retry_after))
-            except ValueError:
-                pass  # an HTTP date: fall back to our own backoff
-        return float(self.backoff * 2**attempt)
+        seconds = _retry_after_s(retry_after)
+        return float(self.backoff * 2**attempt) if seconds is None else seconds
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One REST call, retried on 429/503; raises the typed error for any other 4xx/5xx."""
-        attempt = 0
+        """One REST call, retried on 429/503 within the retry budget; raises the typed error
+        for any other 4xx/5xx, and for a 429/503 whose wait would go past the budget."""
+        attempt, waited = 0, 0.0
         while True:
             response = await self._http.request(method, path, **kwargs)
             if response.status_code < 400:
                 return response
-            if response.status_code in RETRIED_STATUS and attempt < self.max_retries:
-                await asyncio.sleep(self.delay(attempt, response.headers.get("retry-after")))
-                attempt += 1
+            retry_after = response.headers.get("retry-after")
+            wait = self.delay(attempt, retry_after)
+            is_retried = response.status_code in RETRIED_STATUS and attempt < self.max_retries
+            within_budget = waited + wait <= self.retry_budget_s
+            if is_retried and within_budget:
+                await asyncio.sleep(wait)
+                attempt, waited = attempt + 1, waited + wait
                 continue
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            raise error_from_body(response.status_code, body, response.text)
+            raise error_from_body(
+                response.status_code,
+                _json_or_none(response),
+                response.text,
+                retry_after_s=_retry_after_s(retry_after),
+                budget_s=self.retry_budget_s if is_retried and not within_budget else None,
+            )
 
     # --- operations ---------------------------------------------------------------------
 
@@ -402,9 +432,14 @@ class _Stream:
 
     async def connect(self) -> None:
         """Open the websocket; a refused session raises StreamClosed (StreamNotFound 4404,
-        StreamGone 4410, 4409 another stream attached)."""
+        StreamGone 4410, 4409 another stream attached, StreamUnauthorized 4401)."""
         await self.close()
-        ws = await connect(self.session.stream_url, max_size=None, open_timeout=self.client.timeout)
+        ws = await connect(
+            self.session.stream_url,
+            additional_headers=self.client._auth,
+            max_size=None,
+            open_timeout=self.client.timeout,
+        )
         try:
             self.info = protocol.parse_text(await self._recv(ws))
         except BaseException:
@@ -639,6 +674,8 @@ class AsyncSegmentationStream(_Stream):
     def _recoverable(self, exc: Exception) -> bool:
         if _overloaded(exc):
             return True
+        if refused_access(exc):  # why: a new session would be refused the same way
+            return False
         if isinstance(exc, FrameRejected):
             return self.resume and exc.code == "session_closed"
         closed_normally = isinstance(exc, StreamClosed) and exc.code == 1000  # deleted by a client
@@ -721,6 +758,16 @@ def _closed(exc: ConnectionClosed) -> StreamClosed:
     """The typed error for a websockets close (no close frame received: the connection dropped)."""
     received = exc.rcvd
     return stream_closed(received.code if received else None, received.reason if received else "")
+
+
+def _retry_after_s(header: str | None) -> float | None:
+    """Retry-After in seconds; None when absent or an HTTP date (our backoff applies)."""
+    if header is None:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        return None
 
 
 def _json_or_none(response: httpx.Response) -> Any:

@@ -21,6 +21,7 @@ from clients.python.aio import (
     AsyncSegmentationSession,
     AsyncSegmentationStream,
     AsyncSession,
+    api_key_from,
 )
 from clients.python.frames import FrameLike
 from clients.python.protocol import (
@@ -53,15 +54,30 @@ class _Loop:
 
 
 class Client:
-    """Blocking twin of AsyncClient: the same methods, same errors."""
+    """Blocking twin of AsyncClient: the same methods, same options, same errors."""
 
     def __init__(
-        self, base_url: str, *, timeout: float = 120.0, max_retries: int = 3, backoff: float = 0.5
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        retry_budget_s: float = 30.0,
     ) -> None:
+        api_key_from(api_key)  # why here: a bad key fails before a thread is started
         self._loop = _Loop()
 
         async def build() -> AsyncClient:  # why: httpx binds its pool to the loop that uses it
-            return AsyncClient(base_url, timeout=timeout, max_retries=max_retries, backoff=backoff)
+            return AsyncClient(
+                base_url,
+                api_key=api_key,
+                timeout=timeout,
+                max_retries=max_retries,
+                backoff=backoff,
+                retry_budget_s=retry_budget_s,
+            )
 
         self.aio = self._loop.run(build())
 

@@ -1,13 +1,14 @@
 // The demo page: pick a task and a source, (for segmentation) paint the first frame's mask,
 // then stream frames to a session and show what comes back, with fps and latency. The tasks
-// offered are those the server serves (GET /v1/models).
+// offered are those the server serves (GET /v1/models). A server with API keys answers 401
+// until the user gives the page a key; it is kept for the tab (sessionStorage), never shown.
 //
 // window.vidserveDemo mirrors the page's state for tests and for curious users.
 
 import { describeWindow, renderLabels, windowSummary } from "./actions.js";
 import { colourOf, decodeIndexPng, drawOverlay, maskFromRles, maskMessage } from "./masks.js";
 import { Painter } from "./painter.js";
-import { Api, FrameError, Stream, StreamClosed, describeClose } from "./protocol.js";
+import { Api, FrameError, KEY_PATTERN, Stream, StreamClosed, describeClose, isUnauthorized } from "./protocol.js";
 import { VideoSource, capture, encode, frameSize } from "./source.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -25,6 +26,8 @@ const demo = {
   state: "idle", // idle → ready → connecting → streaming → finishing → done | stopped | error
   task: "interpolate",
   serverReady: false,
+  needsKey: false, // the server answered 401: no key, or the one given was refused
+  keyStored: false, // the page holds a key (never the key itself: this object is public)
   models: null, // the server's models: [{name, task, state}], once read
   sessionId: null,
   framesSent: 0,
@@ -62,7 +65,7 @@ function setState(state) {
 function updateButtons() {
   const busy = ["connecting", "streaming", "finishing", "stopping"].includes(demo.state);
   const painted = demo.task !== "segment" || painter.objects.length > 0;
-  $("#start").disabled = busy || !source.kind || !demo.serverReady || !painted;
+  $("#start").disabled = busy || !source.kind || !demo.serverReady || demo.needsKey || !painted;
   $("#stop").disabled = !busy && demo.state !== "done"; // a finished file's session stays open until Stop
   for (const control of document.querySelectorAll("#setup fieldset:not(#brush) :is(input, select, button)")) {
     control.disabled = busy;
@@ -191,9 +194,11 @@ async function offerServedTasks() {
   try {
     demo.models = (await api.models()).map(({ name, task, state }) => ({ name, task, state }));
   } catch (error) {
-    reportError(`reading the server's models: ${error.message}`);
+    if (isUnauthorized(error)) askForKey(error);
+    else reportError(`reading the server's models: ${error.message}`);
     return;
   }
+  keyAccepted();
   const served = new Set(demo.models.map((model) => model.task));
   const radios = [...document.querySelectorAll('input[name="task"]')];
   if (!radios.some((radio) => served.has(radio.value))) return; // a server of tasks this page lacks
@@ -269,6 +274,52 @@ async function watchReadiness() {
   }
 }
 
+// --- the API key ---------------------------------------------------------------------------
+
+/** A 401 (or 4401): show the key field; a key the server refused is forgotten. */
+function askForKey(error) {
+  const refused = api.key !== null;
+  api.setKey(null);
+  demo.needsKey = true;
+  demo.keyStored = false;
+  const said = error.serverMessage ?? error.reason ?? error.message;
+  showKey(refused ? `The server refused the key: ${said}` : "This server needs an API key.", { asking: true });
+  $("#api-key").focus();
+  updateButtons();
+}
+
+function keyAccepted() {
+  demo.needsKey = false;
+  demo.keyStored = api.key !== null;
+  showKey(demo.keyStored ? "Key accepted; kept for this tab only." : "", { asking: false });
+  updateButtons();
+}
+
+function showKey(text, { asking }) {
+  $("#auth").hidden = !asking && !demo.keyStored;
+  $("#auth-status").textContent = text;
+  $("#auth-entry").hidden = !asking;
+  $("#forget-key").hidden = asking;
+}
+
+async function useKey(event) {
+  event.preventDefault();
+  const key = $("#api-key").value.trim();
+  if (!KEY_PATTERN.test(key)) {
+    $("#auth-status").textContent = "An API key is letters, digits and - . _ ~ only.";
+    return;
+  }
+  $("#api-key").value = "";
+  api.setKey(key);
+  await offerServedTasks();
+}
+
+async function forgetKey() {
+  api.setKey(null);
+  demo.keyStored = false;
+  await offerServedTasks(); // a server that needs a key asks for one again
+}
+
 // --- streaming -----------------------------------------------------------------------------
 
 async function start() {
@@ -299,12 +350,14 @@ async function start() {
     if (options.task === "embed") showWindowProgress(current);
     current.stream = new Stream(session.stream_url, {
       task: options.task,
+      protocols: api.protocols(),
       onError: (message) => reportError(`${message.code}: ${message.message}`),
       onClose: (closed) => onClose(current, closed),
     });
     await current.stream.open();
   } catch (error) {
     reportError(error instanceof StreamClosed ? `stream: ${describeClose(error.code, error.reason)}` : error.message);
+    if (isUnauthorized(error)) askForKey(error);
     setState("error");
     return;
   }
@@ -526,6 +579,7 @@ function onClose(current, closed) {
   source.video.pause();
   clearInterval(current.stats);
   reportError(`stream closed: ${describeClose(closed.code, closed.reason)}`);
+  if (isUnauthorized(closed)) askForKey(closed);
   setState("error");
 }
 
@@ -547,6 +601,8 @@ $("#clear").addEventListener("click", () => {
   updateButtons();
 });
 $("#start").addEventListener("click", () => start());
+$("#auth").addEventListener("submit", (event) => useKey(event));
+$("#forget-key").addEventListener("click", () => forgetKey());
 $("#stop").addEventListener("click", () => stop());
 
 buildObjectPicker();

@@ -3,6 +3,14 @@
 // A Stream pipelines frames: each sendFrame() returns a promise settled by that frame's
 // answer. The server answers frames in the order sent (§5), so answers are matched to a
 // FIFO of pending frames, and the frame_index the server names is checked against it.
+//
+// A server with API keys wants one on every /v1 request (Authorization: Bearer KEY) and on
+// the stream, where a browser cannot set headers: there the key travels as the subprotocol
+// `bearer.KEY` beside `vidserve`, and the server answers `vidserve`.
+
+const KEY_STORAGE = "vidserve-api-key"; // sessionStorage: the key lasts as long as the tab
+// what the server takes as a key: it must travel as a header value and a subprotocol token
+export const KEY_PATTERN = /^[A-Za-z0-9\-._~]+$/;
 
 /** An HTTP error from the session API: the body's {"error": {code, message}}. */
 export class ApiError extends Error {
@@ -10,6 +18,7 @@ export class ApiError extends Error {
     super(`${status} ${code}: ${message}`);
     this.status = status;
     this.code = code;
+    this.serverMessage = message;
   }
 }
 
@@ -41,6 +50,8 @@ const CLOSE_MEANINGS = {
   1011: "server error",
   1012: "server restarting",
   1013: "server overloaded: reconnect and resend",
+  4401: "API key missing or refused",
+  4403: "this page's origin is not allowed (VIDSERVE_ALLOWED_ORIGINS)",
   4404: "no such session",
   4409: "another stream is attached to this session",
   4410: "session closed or expired",
@@ -51,8 +62,13 @@ export function describeClose(code, reason) {
   return `${code} (${meaning})${reason ? `: ${reason}` : ""}`;
 }
 
-async function request(method, url, body) {
-  const init = { method, headers: { accept: "application/json" } };
+/** No key, or one the server does not know: an HTTP 401 or a stream closed with 4401. */
+export function isUnauthorized(error) {
+  return (error instanceof ApiError && error.status === 401) || (error instanceof StreamClosed && error.code === 4401);
+}
+
+async function request(method, url, body, headers = {}) {
+  const init = { method, headers: { accept: "application/json", ...headers } };
   if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -74,10 +90,30 @@ async function request(method, url, body) {
 export class Api {
   constructor(base = new URL("../", document.baseURI)) {
     this.base = base;
+    this.key = storage(() => sessionStorage.getItem(KEY_STORAGE)) || null;
+  }
+
+  /** Send `key` (null: none) from now on, and keep it for this tab only. */
+  setKey(key) {
+    this.key = key || null;
+    storage(() => (this.key ? sessionStorage.setItem(KEY_STORAGE, this.key) : sessionStorage.removeItem(KEY_STORAGE)));
+  }
+
+  headers() {
+    return this.key ? { authorization: `Bearer ${this.key}` } : {};
+  }
+
+  /** A stream's subprotocols: the key as `bearer.KEY` beside `vidserve`; none without a key. */
+  protocols() {
+    return this.key ? ["vidserve", `bearer.${this.key}`] : [];
   }
 
   url(path) {
     return new URL(path, this.base);
+  }
+
+  request(method, path, body) {
+    return request(method, this.url(path), body, this.headers());
   }
 
   ready() {
@@ -86,20 +122,29 @@ export class Api {
   }
 
   createSession(body) {
-    return request("POST", this.url("v1/sessions"), body);
+    return this.request("POST", "v1/sessions", body);
   }
 
   getSession(id) {
-    return request("GET", this.url(`v1/sessions/${encodeURIComponent(id)}`));
+    return this.request("GET", `v1/sessions/${encodeURIComponent(id)}`);
   }
 
   deleteSession(id) {
-    return request("DELETE", this.url(`v1/sessions/${encodeURIComponent(id)}`));
+    return this.request("DELETE", `v1/sessions/${encodeURIComponent(id)}`);
   }
 
   /** The configured models, each with its `task` and `state` (GET /v1/models). */
   models() {
-    return request("GET", this.url("v1/models")).then((body) => body.models);
+    return this.request("GET", "v1/models").then((body) => body.models);
+  }
+}
+
+/** sessionStorage may be off (a privacy setting): the key then lasts as long as the page. */
+function storage(use) {
+  try {
+    return use();
+  } catch {
+    return null;
   }
 }
 
@@ -112,8 +157,9 @@ export class Api {
  * with no binary, then `frame_done`. Any may get one `error` naming the frame instead.
  */
 export class Stream {
-  constructor(url, { task, onError = () => {}, onClose = () => {} } = {}) {
+  constructor(url, { task, protocols = [], onError = () => {}, onClose = () => {} } = {}) {
     this.url = url;
+    this.protocols = protocols; // Api.protocols(): how the key reaches the server
     // why by task: only a segmentation frame ends at its result; the others end at frame_done
     this.endsAtResult = task === "segment";
     this.onError = onError; // errors not tied to a frame (a bad header or control)
@@ -128,7 +174,7 @@ export class Stream {
   /** Connect; resolves with the session object of the first message (§2). */
   open() {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.url);
+      const ws = new WebSocket(this.url, this.protocols);
       ws.binaryType = "arraybuffer";
       this.ws = ws;
       let opened = false;
