@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import math
+import os
 import socket
 import sys
+import time
 from types import FrameType
 
 import uvicorn
@@ -14,6 +18,8 @@ from pydantic import ValidationError
 from server import logs
 from server.settings import Settings, settings_table
 from server.state import ServerState, UnknownModel
+
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,17 +65,29 @@ class DrainingServer(uvicorn.Server):
         self.state = state
         self.loop: asyncio.AbstractEventLoop | None = None
         self.draining = False
+        self.forced = False  # a second signal came: nothing more is waited for
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.draining or self.loop is None:
+        if self.loop is None:
             super().handle_exit(sig, frame)
+            return
+        if self.draining:  # a second signal: stop at once, without waiting for anything
+            self.forced = True
+            self.force_exit = self.should_exit = True
+            self.loop.call_soon_threadsafe(self._stop_drain)
             return
         self.draining = True
         self.loop.call_soon_threadsafe(self._start_drain)
+
+    def _stop_drain(self) -> None:
+        log.warning("a second signal: stopping at once")
+        task = getattr(self, "drain_task", None)
+        if task is not None:
+            task.cancel()
 
     def _start_drain(self) -> None:
         self.drain_task = asyncio.ensure_future(self._drain())
@@ -80,6 +98,10 @@ class DrainingServer(uvicorn.Server):
         try:
             await drain(self.state)
         finally:
+            # why: uvicorn then waits for connections only as long as the stop has left
+            deadline = self.state.stop_deadline
+            left = 0.0 if deadline is None else deadline - time.monotonic()
+            self.config.timeout_graceful_shutdown = max(0, math.floor(left))
             self.should_exit = True
 
 
@@ -96,7 +118,12 @@ def run(settings: Settings) -> None:
         log_config=None,  # why: keep logs.configure's handler, so uvicorn's lines are JSON too
         ws_max_size=settings.max_message_bytes,
     )
-    DrainingServer(config, app.state.server).run()
+    server = DrainingServer(config, app.state.server)
+    server.run()
+    # why not a normal exit: the interpreter would join the engines' worker threads, and one
+    # may be inside a batch the stop no longer waits for; logs are flushed first
+    logging.shutdown()
+    os._exit(1 if server.forced or not server.started else 0)
 
 
 if __name__ == "__main__":

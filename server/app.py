@@ -14,7 +14,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,23 +145,49 @@ async def reap_idle_sessions(state: ServerState) -> None:
             log.exception("expiring idle sessions and old jobs failed; trying again next round")
 
 
+# why: of the drain timeout, what is kept for closing streams and stopping the engines
+# after in-flight frames had their time
+CLOSE_RESERVE_S = 1.0
+
+
 async def drain(state: ServerState) -> None:
-    """The first steps of a graceful stop (SIGTERM), before uvicorn closes anything:
-    stop admitting (``/readyz`` turns false), let in-flight frames finish within
-    ``drain_timeout_s``, then close every session, so streams end with 1001."""
+    """The first steps of a graceful stop (SIGTERM), before uvicorn closes anything: stop
+    admitting (``/readyz`` turns false), let in-flight frames finish, then close every
+    session at once, so streams end with 1001. The whole stop, this and ``shutdown`` after
+    it, keeps within ``drain_timeout_s`` (``state.stop_deadline``): a compose or Kubernetes
+    grace period set to it is never overrun."""
     state.accepting = False
+    timeout = state.settings.drain_timeout_s
+    state.stop_deadline = time.monotonic() + timeout
+    reserve = min(CLOSE_RESERVE_S, timeout / 2)
     log.info("draining: no new sessions, jobs or frames; waiting for in-flight frames")
-    await state.jobs.shutdown()  # why first: job rows would only delay the live frames in flight
-    deadline = time.monotonic() + state.settings.drain_timeout_s
-    while _in_flight(state) and time.monotonic() < deadline:
+    # why first: job rows would only delay the live frames in flight
+    await _within(state, state.jobs.shutdown(), "cancelling jobs", reserve)
+    while _in_flight(state) and _left(state) > reserve:
         await asyncio.sleep(0.02)
     if _in_flight(state):
         log.warning("drain timeout: %d frames still in flight are cancelled", _in_flight(state))
-    await state.sessions.close_all("closed: server shutting down")
-    deadline = time.monotonic() + 5
-    while state.active_streams and time.monotonic() < deadline:
+    await _within(state, state.sessions.close_all("closed: server shutting down"), "closing sessions")
+    while state.active_streams and _left(state) > 0:
         await asyncio.sleep(0.02)
-    await asyncio.sleep(0.1)  # why: let the close frames reach the sockets before uvicorn stops
+    await asyncio.sleep(min(0.1, _left(state)))  # why: let the close frames reach the sockets
+
+
+def _left(state: ServerState, keep: float = 0.0) -> float:
+    """Seconds of the stop left (all of them when no stop has begun), less ``keep``."""
+    if state.stop_deadline is None:
+        return float("inf")
+    return max(0.0, state.stop_deadline - time.monotonic() - keep)
+
+
+async def _within(state: ServerState, work: Awaitable[None], what: str, keep: float = 0.0) -> None:
+    """``work``, cut short when the stop's time runs out (what it did not finish is abandoned:
+    the process is ending)."""
+    left = _left(state, keep)
+    try:
+        await asyncio.wait_for(work, None if left == float("inf") else left)
+    except TimeoutError:
+        log.warning("stop: %s took longer than VIDSERVE_DRAIN_TIMEOUT_S allows; going on", what)
 
 
 def _in_flight(state: ServerState) -> int:
@@ -174,15 +200,20 @@ def _services(state: ServerState) -> list[ModelService]:
 
 async def shutdown(state: ServerState, *tasks: asyncio.Task[None]) -> None:
     """Stop admitting, close sessions (their streams end with 1001), drain the schedulers
-    (the engines go with the app)."""
+    (the engines go with the app); within what is left of a drain's time, if one ran."""
     state.accepting = False
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await state.jobs.shutdown()
-    await state.sessions.close_all("closed: server shutting down")
-    for service in _services(state):
-        await service.scheduler.stop()  # why kept: a late submit now gets ShuttingDown, not a crash
+    await _within(state, state.jobs.shutdown(), "cancelling jobs")
+    await _within(state, state.sessions.close_all("closed: server shutting down"), "closing sessions")
+    # why kept: a late submit now gets ShuttingDown, not a crash
+    stops = [service.scheduler.stop() for service in _services(state)]
+    await _within(state, _all(stops), "stopping the engines")
+
+
+async def _all(works: list[Coroutine[Any, Any, None]]) -> None:
+    await asyncio.gather(*works)
 
 
 async def _session_closed(state: ServerState, session: Session) -> None:

@@ -96,7 +96,10 @@ class Settings(StoreSettings):
         None, description="where uploads and results of clip jobs are kept (default: a temporary folder)"
     )
     drain_timeout_s: float = Field(
-        30.0, ge=0, description="on SIGTERM, how long in-flight frames may take before streams close"
+        25.0,
+        ge=0,
+        description="on SIGTERM, the whole stop's time: in-flight frames finish, then streams close "
+        "(within compose's 30 s grace)",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field(

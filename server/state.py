@@ -86,6 +86,7 @@ class ServerState:
     models: dict[str, ServedModel] = field(default_factory=dict)  # every configured model, by name
     accepting: bool = True  # False once a drain (SIGTERM) or shutdown begins
     active_streams: int = 0  # websockets attached to a session right now
+    stop_deadline: float | None = None  # time.monotonic() by which a drain's stop must be done
 
     def __post_init__(self) -> None:
         for name in self.settings.models:

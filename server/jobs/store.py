@@ -230,7 +230,7 @@ class JobStore:
 
     async def shutdown(self) -> None:
         """Cancel every job and delete every file: jobs do not outlive the process."""
-        for job in self.all():
-            await self.cancel(job.id, "cancelled: server shutting down")
+        cancels = [self.cancel(job.id, "cancelled: server shutting down") for job in self.all()]
+        await asyncio.gather(*cancels, return_exceptions=True)
         self._jobs.clear()
         shutil.rmtree(self.root, ignore_errors=True)

@@ -222,7 +222,7 @@ class SessionStore:
         return expired
 
     async def close_all(self, reason: str) -> None:
-        """Close every open session (drain, shutdown); one closed meanwhile is skipped."""
-        for session in list(self._open.values()):
-            if session.id in self._open:
-                await self.close(session.id, SessionState.CLOSED, reason)
+        """Close every open session (drain, shutdown) at once: each waits for its scheduler's
+        next batch boundary, and one after another they took a boundary each (issue 14)."""
+        closing = [self.close(s.id, SessionState.CLOSED, reason) for s in list(self._open.values())]
+        await asyncio.gather(*closing, return_exceptions=True)  # why: one closed meanwhile is gone
