@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request, Response
 
 from server import __version__, logs
 from server.access import Access
-from server.api import demo, deps, errors, health, jobs, models, sessions, stream
+from server.api import demo, deps, errors, health, jobs, models, openapi, sessions, stream
 from server.engines.engine import EngineError, EngineSet
 from server.jobs.store import Job, JobState, JobStore
 from server.metrics import Metrics
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, tasks: Sequence[Task[Any, Any]]
     for router in routers:
         app.include_router(router)
     errors.install(app, [e for t in tasks for e in t.errors])
+    openapi.install(app)
     app.add_middleware(deps.BodyLimit)
     app.add_middleware(Access)  # why after BodyLimit: outside it, so no body is read for a refused key
     app.add_middleware(errors.ServerErrors)  # why here: inside the counter, which tags and counts its 500s

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
@@ -114,7 +115,21 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     known = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
     code = known.get(exc.status_code, f"http_{exc.status_code}")
-    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # why: Starlette lists the first matching route's methods only
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some operation of this path takes, from the app's own OpenAPI paths (a
+    path can have a route per method, and routers nest)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)
 
 
 def install(app: FastAPI, task_errors: Sequence[ErrorCode]) -> None:

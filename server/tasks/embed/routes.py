@@ -21,7 +21,7 @@ from server.media import check_frame_size, decode_image
 from server.sessions.store import new_core
 from server.state import ServerState
 from server.tasks.embed.service import EmbedService
-from server.tasks.embed.session import TASK, EmbedSession, WindowFields
+from server.tasks.embed.session import MAX_STRIDE, TASK, EmbedSession, WindowFields
 from server.tasks.embed.step import new_stream, step
 from server.tasks.embed.wire import clip_answer, too_short
 
@@ -44,7 +44,9 @@ async def embed_clip(
     model: Annotated[str | None, Form(description="served VideoMAE model (default: the first)")] = None,
     frames_per_clip: Annotated[int, Form(ge=2, le=64, description="sampled frames per window")] = 16,
     sampling_rate: Annotated[int, Form(ge=1, le=64, description="every Nth frame is sampled")] = 4,
-    stride: Annotated[int | None, Form(ge=1, description="frames between window starts")] = None,
+    stride: Annotated[
+        int | None, Form(ge=1, le=MAX_STRIDE, description="frames between window starts")
+    ] = None,
     keep_ratio: Annotated[float, Form(gt=0, le=1, description="share of tokens that run")] = 1.0,
     drop: Annotated[Drop, Form(description="tube or static")] = "tube",
     top_k: Annotated[int, Form(ge=1, le=400, description="labels per window")] = 5,

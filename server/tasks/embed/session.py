@@ -12,6 +12,7 @@ from server.sessions.store import SessionCore
 
 TASK = "embed"
 MAX_TOP_K = 400  # why: a Kinetics-400 head has no more labels to give
+MAX_STRIDE = 100_000  # why: an hour at 30 fps between windows; more is no stream
 
 
 class WindowFields(BaseModel):
@@ -22,9 +23,12 @@ class WindowFields(BaseModel):
     )
     sampling_rate: int = Field(4, ge=1, le=64, description="every Nth frame is sampled (4: the K400 recipe)")
     stride: int | None = Field(
-        None, ge=1, description="frames between window starts, a multiple of 2 × sampling_rate "
+        None,
+        ge=1,
+        le=MAX_STRIDE,
+        description="frames between window starts, a multiple of 2 × sampling_rate "
         "(default: frames_per_clip × sampling_rate, windows side by side)",
-    )  # fmt: skip
+    )
     keep_ratio: float = Field(1.0, gt=0, le=1, description="share of each window's tokens that run")
     drop: Drop = Field("tube", description="tokens dropped when keep_ratio < 1: tube or static")
     top_k: int = Field(5, ge=1, le=MAX_TOP_K, description="labels per window")

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from models.rife.inference import InterpolationInputError, check_timesteps, timesteps_for_factor
 from models.rife.scene import DEFAULT_SCENE_CHANGE_THRESHOLD
+from models.rife.spec import SCALES
 
 
 def parse_timesteps(values: list[str] | None, factor: int | None) -> list[float]:
@@ -49,5 +50,7 @@ class InterpolationJobForm(BaseModel):
     """The fields of an interpolation clip job."""
 
     factor: int = Field(2, ge=2, le=64, description="interpolate: N× frame rate")
-    scale: float = Field(1.0, description="interpolate: flow scale, 0.5 for 4K")
+    scale: float = Field(
+        1.0, description="interpolate: flow scale, 0.5 for 4K", json_schema_extra={"enum": list(SCALES)}
+    )
     scene_change_threshold: str | None = Field(None, description="interpolate: SSIM cut or 'none'")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from models.rife.inference import InterpolationInputError, check_scale
+from models.rife.spec import SCALES
 from server.api.deps import State, read_upload
 from server.media import MEDIA_TYPES, ImageFormat, decode_image, encode_image
 from server.sessions.store import new_core
@@ -21,6 +22,7 @@ from server.tasks.interpolation.session import TASK, InterpolationSession
 from server.tasks.interpolation.step import step
 
 router = APIRouter(prefix="/v1", tags=["interpolation"])
+SCALE_ENUM: dict[str, Any] = {"enum": list(SCALES)}
 
 
 @router.post(
@@ -41,7 +43,10 @@ async def interpolate(
     frame1: Annotated[UploadFile, File(description="later frame, same size")],
     timesteps: Annotated[list[str] | None, Form(description="positions in (0, 1)")] = None,
     factor: Annotated[int | None, Form(ge=2, le=64, description="N× frame rate: timesteps i/N")] = None,
-    scale: Annotated[float, Form(description="flow scale: 1.0 up to 1080p, 0.5 for 4K")] = 1.0,
+    scale: Annotated[
+        float,
+        Form(description="flow scale: 1.0 up to 1080p, 0.5 for 4K", json_schema_extra={"enum": list(SCALES)}),
+    ] = 1.0,
     model: Annotated[str | None, Form(description="served model (default: the first)")] = None,
     output_format: Annotated[ImageFormat, Form(description="png, jpeg or webp")] = "png",
     scene_change_threshold: Annotated[str | None, Form(description="SSIM cut threshold or 'none'")] = None,

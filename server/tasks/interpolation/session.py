@@ -27,7 +27,7 @@ class InterpolationSessionCreate(BaseModel):
     timesteps: list[float] | None = Field(
         None, min_length=1, max_length=63, description="increasing positions in (0, 1)"
     )
-    scale: float = Field(1.0, description=f"flow scale, one of {list(SCALES)}: 0.5 for 4K")
+    scale: float = Field(1.0, description="flow scale: 0.5 for 4K", json_schema_extra={"enum": list(SCALES)})
     scene_change_threshold: float | None = Field(
         DEFAULT_SCENE_CHANGE_THRESHOLD, ge=0, le=1, description="thumbnail SSIM below which a pair is a cut"
     )

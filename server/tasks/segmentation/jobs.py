@@ -38,7 +38,7 @@ class SegmentationJobForm(BaseModel):
     """The fields of a segmentation clip job."""
 
     mask: UploadFile | None = Field(None, description="segment: index PNG of the first frame")
-    mask_frame: int = Field(0, ge=0, description="segment: the frame the mask belongs to")
+    mask_frame: int = Field(0, ge=0, le=10_000_000, description="segment: the frame the mask belongs to")
     processing_size: int | None = Field(
         None, ge=64, le=2160, description="segment: shorter side (default 480, never upscaled)"
     )
