@@ -57,7 +57,7 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
 # why 16: the widest frames served are far narrower (32:9 ultrawide, 2:1 equirectangular
 # 360°); a strip 8294400×1 passes a pixel count and pads to 32×8294400 (issue 14)
 MAX_ASPECT_RATIO = 16
-# why 64: the coarsest multiple any task pads to (RIFE at scale 0.5)
+# why 64: the coarsest multiple any task pads to (interpolation at scale 0.5)
 PAD_MULTIPLE = 64
 
 
