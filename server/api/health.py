@@ -7,16 +7,22 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.api.deps import State
+from server.api.views import HealthView, ReadyView
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="The process is alive")
+@router.get("/healthz", summary="The process is alive", response_model=HealthView)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Every model is loaded and warmed; which providers really run")
+@router.get(
+    "/readyz",
+    summary="Every model is loaded and warmed; which providers really run",
+    response_model=ReadyView,
+    responses={503: {"model": ReadyView, "description": "not every model is ready, or draining"}},
+)
 async def readyz(state: State) -> JSONResponse:
     """The whole server's readiness: 200 only when every configured model is ready (one
     model's own state is at /v1/models/{name})."""

@@ -19,6 +19,7 @@ from models.video import VideoError, VideoInfo, probe
 from server.access import Caller, QuotaExceeded
 from server.api.deps import JOBS_PATH, CallerDep, State
 from server.api.errors import ApiError
+from server.api.views import JobsView, JobView
 from server.jobs.store import Job, JobWork
 from server.media import check_frame_size
 from server.state import ServerState
@@ -54,7 +55,7 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
     router = APIRouter(prefix=JOBS_PATH, tags=["jobs"])
     JobSubmit = job_form(tasks)
 
-    @router.post("", status_code=202, summary="Submit a clip job")
+    @router.post("", status_code=202, summary="Submit a clip job", response_model=JobView)
     async def submit_job(state: State, form: Annotated[JobSubmit, Form()], caller: CallerDep) -> JSONResponse:  # type: ignore[valid-type]
         submitted = _submitted(form)
         task = state.task_named(submitted.task)
@@ -64,11 +65,11 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
         job = await _submit(state, task, service, submitted.video, own, caller)
         return JSONResponse(job.public(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
-    @router.get("", summary="The caller's jobs")
+    @router.get("", summary="The caller's jobs", response_model=JobsView)
     async def list_jobs(state: State, caller: CallerDep) -> dict[str, object]:
         return {"jobs": [job.public() for job in state.jobs.all(caller)]}
 
-    @router.get("/{job_id}", summary="A job's state, progress and error")
+    @router.get("/{job_id}", summary="A job's state, progress and error", response_model=JobView)
     async def get_job(job_id: str, state: State, caller: CallerDep) -> dict[str, object]:
         return state.jobs.get(job_id, caller).public()
 
@@ -79,7 +80,9 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
             raise ApiError(409, f"job_{job.state.value}", _not_done(job))
         return FileResponse(job.result, media_type=job.media_type, filename=f"{job.id}-{job.result.name}")
 
-    @router.delete("/{job_id}", summary="Cancel a job, or delete a finished one and its result")
+    @router.delete(
+        "/{job_id}", summary="Cancel a job, or delete a finished one and its result", response_model=JobView
+    )
     async def delete_job(job_id: str, state: State, caller: CallerDep) -> dict[str, object]:
         job = await state.jobs.delete(job_id, caller)
         return job.public()

@@ -7,17 +7,20 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from server.api.deps import State
+from server.api.views import ModelsView, ModelView
 from server.state import UnknownModel
 
 router = APIRouter(prefix="/v1/models", tags=["operations"])
 
 
-@router.get("", summary="Every configured model: task, state, reason, engine parts")
+@router.get(
+    "", summary="Every configured model: task, state, reason, engine parts", response_model=ModelsView
+)
 async def list_models(state: State) -> dict[str, object]:
     return {"models": [served.public() for served in state.models.values()]}
 
 
-@router.get("/{name}", summary="One configured model")
+@router.get("/{name}", summary="One configured model", response_model=ModelView)
 async def get_model(name: str, state: State) -> dict[str, object]:
     served = state.models.get(name)
     if served is None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from server.access import Caller, QuotaExceeded
 from server.api.deps import CallerDep, State
+from server.api.views import CreatedSessionView, SessionView
 from server.sessions import SessionState
 from server.tasks.base import Task
 
@@ -46,7 +47,7 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
     router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
     SessionCreate = session_body(tasks)
 
-    @router.post("", status_code=201, summary="Open a session")
+    @router.post("", status_code=201, summary="Open a session", response_model=CreatedSessionView)
     async def create_session(
         body: SessionCreate,  # type: ignore[valid-type]
         state: State,
@@ -74,11 +75,11 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
         }
         return JSONResponse(content, status_code=201, headers={"Location": url})
 
-    @router.get("/{session_id}", summary="A session's state and counters")
+    @router.get("/{session_id}", summary="A session's state and counters", response_model=SessionView)
     async def get_session(session_id: str, state: State, caller: CallerDep) -> dict[str, object]:
         return state.sessions.get(session_id, caller).public()
 
-    @router.delete("/{session_id}", summary="Close a session and free its state")
+    @router.delete("/{session_id}", summary="Close a session and free its state", response_model=SessionView)
     async def delete_session(session_id: str, state: State, caller: CallerDep) -> dict[str, object]:
         session = await state.sessions.close(session_id, SessionState.CLOSED, "deleted by the client", caller)
         return session.public()

@@ -23,7 +23,7 @@ from server.state import ServerState
 from server.tasks.embed.service import EmbedService
 from server.tasks.embed.session import MAX_STRIDE, TASK, EmbedSession, WindowFields
 from server.tasks.embed.step import new_stream, step
-from server.tasks.embed.wire import clip_answer, too_short
+from server.tasks.embed.wire import ClipView, clip_answer, too_short
 
 router = APIRouter(prefix="/v1", tags=["clip encoder"])
 CLIPS_PATH = "/v1/clips"  # its body is a whole video, bounded as a job's upload
@@ -32,6 +32,7 @@ CLIPS_PATH = "/v1/clips"  # its body is a whole video, bounded as a job's upload
 @router.post(
     "/clips",
     summary="Embed and classify a clip",
+    response_model=ClipView,
     description="One segment per window of the clip (its embedding, top Kinetics-400 labels and "
     "the tokens that ran), and the mean embedding over the segments. Send the clip as a `video` "
     "file, or as repeated `frames` images in order. Videos longer than VIDSERVE_MAX_CLIP_FRAMES "

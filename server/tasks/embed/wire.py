@@ -6,9 +6,44 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 from models.videomae.inference import Window, WindowSpec
 from models.videomae.labels import top_labels
+
+
+class LabelView(BaseModel):
+    label: str = Field(description="Kinetics-400 class name")
+    index: int
+    score: float = Field(description="softmax probability")
+
+
+class SegmentView(BaseModel):
+    """One window of a clip."""
+
+    window: int
+    start_frame: int = Field(description="frame index of its first sampled frame")
+    end_frame: int = Field(description="frame index of its last sampled frame")
+    pts: float | None = Field(description="the first sampled frame's time, when known")
+    end_pts: float | None
+    embedding: list[float] = Field(description="fc_norm of the mean over the kept tokens")
+    labels: list[LabelView] = Field(description="best first")
+    tokens: int = Field(description="tokens that ran")
+    tokens_total: int = Field(description="tokens the window has")
+
+
+class ClipView(BaseModel):
+    """``POST /v1/clips``'s answer, and an embed job's result."""
+
+    model: str
+    frames: int
+    frames_per_clip: int
+    sampling_rate: int
+    stride: int
+    keep_ratio: float
+    drop: str
+    segments: list[SegmentView]
+    embedding: list[float] = Field(description="the mean of the segments' embeddings")
 
 
 def segment(window: Window, top_k: int) -> dict[str, object]:
