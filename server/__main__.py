@@ -19,8 +19,6 @@ from server import logs
 from server.settings import Settings, settings_table
 from server.state import ServerState, UnknownModel
 
-log = logging.getLogger(__name__)
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -55,6 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def stop_at_once() -> None:
+    """A second signal: exit now, waiting for nothing (not even the event loop's threads, as
+    ``asyncio.run`` would); job folders left behind go at the next start. In a signal
+    handler, so a plain write rather than logging, whose lock the interrupted code may hold."""
+    sys.stderr.write("vidserve: a second signal; stopping at once\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn, with our drain run before its own shutdown on the first SIGTERM/SIGINT
     (uvicorn alone would close websockets with 1012 before the app could finish frames).
@@ -65,7 +72,6 @@ class DrainingServer(uvicorn.Server):
         self.state = state
         self.loop: asyncio.AbstractEventLoop | None = None
         self.draining = False
-        self.forced = False  # a second signal came: nothing more is waited for
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
@@ -75,19 +81,10 @@ class DrainingServer(uvicorn.Server):
         if self.loop is None:
             super().handle_exit(sig, frame)
             return
-        if self.draining:  # a second signal: stop at once, without waiting for anything
-            self.forced = True
-            self.force_exit = self.should_exit = True
-            self.loop.call_soon_threadsafe(self._stop_drain)
-            return
+        if self.draining:
+            stop_at_once()
         self.draining = True
         self.loop.call_soon_threadsafe(self._start_drain)
-
-    def _stop_drain(self) -> None:
-        log.warning("a second signal: stopping at once")
-        task = getattr(self, "drain_task", None)
-        if task is not None:
-            task.cancel()
 
     def _start_drain(self) -> None:
         self.drain_task = asyncio.ensure_future(self._drain())
@@ -123,7 +120,7 @@ def run(settings: Settings) -> None:
     # why not a normal exit: the interpreter would join the engines' worker threads, and one
     # may be inside a batch the stop no longer waits for; logs are flushed first
     logging.shutdown()
-    os._exit(1 if server.forced or not server.started else 0)
+    os._exit(0 if server.started else 1)
 
 
 if __name__ == "__main__":

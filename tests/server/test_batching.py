@@ -190,7 +190,8 @@ def test_full_queue_answers_429(tiny_queue_server: RunningServer) -> None:
 
 def test_full_queue_closes_the_stream_with_1013(tiny_queue_server: RunningServer) -> None:
     """The overloaded frame was not run, so it gives its index back: sent again after the
-    reconnect, it is frame 1 again, and numbering stays the client's."""
+    reconnect with the same frame_index, as the protocol tells clients to, it is taken (it
+    was refused as frame_index_not_increasing), and numbering stays the client's."""
     frames = panning_frames(2)
 
     async def run() -> tuple[dict[str, Any], int | None, dict[str, Any]]:
@@ -205,8 +206,9 @@ def test_full_queue_closes_the_stream_with_1013(tiny_queue_server: RunningServer
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.recv()
             await asyncio.to_thread(release, tiny_queue_server, holder)
-        async with connect(session["stream_url"]) as ws:
+        async with connect(session["stream_url"]) as ws:  # as docs/protocol.md §9 resends it
             await ws.recv()
+            await ws.send(json.dumps({"type": "frame", "frame_index": 1}))
             await ws.send(png(frames[1]))
             _, resent = await receive_frame_answer(ws)
         return error, closed.value.rcvd.code if closed.value.rcvd else None, resent
