@@ -6,17 +6,22 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
+from models.engine_folder import SUFFIXES
+from models.repository import Format, engine_dir
 from models.runtime import EngineKind, ProviderSpec
 from models.weights.fetch import FetchError, fetch
 from models.weights.registry import get_entry
-from server.engines.engine import EngineError
+from server.engines.engine import EngineError, EnginePart, EngineSet, Observe
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # why this order: TensorRT is fastest where it builds, CUDA covers its unsupported nodes,
 # CPU keeps the server up on a host whose GPU libraries are broken (and we report that)
@@ -101,3 +106,47 @@ def resolve_weights(settings: Settings, model: str) -> Path:
 def _mount_hint(model: str) -> str:
     example = json.dumps({model: f"/weights/{get_entry(model).filename}"})
     return f"mount the released checkpoint and name it in VIDSERVE_WEIGHTS='{example}'"
+
+
+# --- models exported as a folder of named parts (models/engine_folder.py) ---------------
+
+
+def load_folder_model(settings: Settings, model: str, loader: Callable[..., T]) -> T:
+    """``loader(model, weights, backend, fp16=, repository=, providers=, device=)`` (a
+    models/ loader that exports on first use) with this server's choices; weights that do
+    not fit, or fp16 without an exported engine, are an ``EngineError`` naming the model."""
+    try:
+        return loader(
+            model,
+            resolve_weights(settings, model),
+            choose_backend(settings),
+            fp16=settings.fp16,
+            repository=repository(settings),
+            providers=choose_providers(settings, model),
+            device=torch_device(),
+        )
+    except ValueError as exc:
+        raise EngineError(f"{model}: {exc}") from exc
+
+
+def folder_parts(
+    settings: Settings, model: str, raw: Any, names: Sequence[str], observe: Observe, rows_input: int = 0
+) -> EngineSet:
+    """The model's parts ``names`` (attributes of ``raw``, the loaded runners), each metered
+    and described with the file it runs from."""
+    backend = choose_backend(settings)
+    fmt: Format = "onnx" if backend == "onnx" else "torchscript"
+    folder = None if backend == "eager" else engine_dir(repository(settings), model, fmt, settings.fp16)
+    parts = tuple(
+        EnginePart.of(
+            model,
+            name,
+            getattr(raw, name),
+            fp16=settings.fp16,
+            path=None if folder is None else folder / f"{name}{SUFFIXES[fmt]}",
+            observe=observe,
+            rows_input=rows_input,
+        )
+        for name in names
+    )
+    return EngineSet(model, parts)

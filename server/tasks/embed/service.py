@@ -11,8 +11,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from models.engine_folder import SUFFIXES
-from models.repository import Format, engine_dir
 from models.steps import run_steps
 from models.videomae.config import VideoMAEConfig
 from models.videomae.export import PART_NAMES, VideoMAEEngines
@@ -27,8 +25,8 @@ from models.videomae.inference import (
     frame_steps,
 )
 from models.videomae.loading import load_videomae_engines
-from server.engines.engine import EngineError, EnginePart, EngineSet, warm_up
-from server.engines.loading import choose_backend, choose_providers, repository, resolve_weights, torch_device
+from server.engines.engine import EngineSet, warm_up
+from server.engines.loading import folder_parts, load_folder_model
 from server.scheduler import BatchStats, Priority, Scheduler, SchedulerConfig
 from server.scheduler.drive import drive
 from server.tasks.base import LoadContext
@@ -94,33 +92,8 @@ class EmbedService:
 def load(context: LoadContext) -> EmbedService:
     """Load (exporting on first start) and warm up the encoder's two parts, each metered."""
     settings, model = context.settings, context.model
-    backend = choose_backend(settings)
-    try:
-        raw = load_videomae_engines(
-            model,
-            resolve_weights(settings, model),
-            backend,
-            fp16=settings.fp16,
-            repository=repository(settings),
-            providers=choose_providers(settings, model),
-            device=torch_device(),
-        )
-    except ValueError as exc:  # the weights do not fit, or fp16 without an exported engine
-        raise EngineError(f"{model}: {exc}") from exc
-    fmt: Format = "onnx" if backend == "onnx" else "torchscript"
-    folder = None if backend == "eager" else engine_dir(repository(settings), model, fmt, settings.fp16)
-    parts = tuple(
-        EnginePart.of(
-            model,
-            name,
-            getattr(raw, name),
-            fp16=settings.fp16,
-            path=None if folder is None else folder / f"{name}{SUFFIXES[fmt]}",
-            observe=context.observe,
-        )
-        for name in PART_NAMES
-    )
-    engines = EngineSet(model, parts)
+    raw = load_folder_model(settings, model, load_videomae_engines)
+    engines = folder_parts(settings, model, raw, PART_NAMES, context.observe)
     clip = VideoMAEEngines(engines.runner("embed"), engines.runner("encode"), raw.config)
     # why the raw runners: warm-up is not traffic, so it is not metered
     engines = warm_up(engines, lambda: _warm(raw))

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.engine_folder import SUFFIXES
-from models.repository import Format, engine_dir
 from models.xmem.batch import step_batch
 from models.xmem.config import XMemConfig
 from models.xmem.engines import ENGINE_NAMES
@@ -33,15 +31,8 @@ from models.xmem.inference_core import (
 )
 from models.xmem.loading import load_xmem_engines
 from models.xmem.memory_manager import memory_bound_bytes
-from server.engines.engine import EngineError, EnginePart, EngineSet, warm_up
-from server.engines.loading import (
-    WARMUP_HW,
-    choose_backend,
-    choose_providers,
-    repository,
-    resolve_weights,
-    torch_device,
-)
+from server.engines.engine import EngineSet, warm_up
+from server.engines.loading import WARMUP_HW, folder_parts, load_folder_model
 from server.scheduler import BatchStats, Priority, Scheduler, SchedulerConfig
 from server.tasks.base import LoadContext
 
@@ -144,34 +135,8 @@ ROWS_INPUT = -1
 def load(context: LoadContext) -> SegmentationService:
     """Load (exporting on first start) and warm up XMem's three engines, each a metered part."""
     settings, model = context.settings, context.model
-    backend = choose_backend(settings)
-    try:
-        raw = load_xmem_engines(
-            model,
-            resolve_weights(settings, model),
-            backend,
-            fp16=settings.fp16,
-            repository=repository(settings),
-            providers=choose_providers(settings, model),
-            device=torch_device(),
-        )
-    except ValueError as exc:  # the weights do not fit, or fp16 without an exported engine
-        raise EngineError(f"{model}: {exc}") from exc
-    fmt: Format = "onnx" if backend == "onnx" else "torchscript"
-    folder = None if backend == "eager" else engine_dir(repository(settings), model, fmt, settings.fp16)
-    parts = tuple(
-        EnginePart.of(
-            model,
-            name,
-            getattr(raw, name),
-            fp16=settings.fp16,
-            path=None if folder is None else folder / f"{name}{SUFFIXES[fmt]}",
-            observe=context.observe,
-            rows_input=ROWS_INPUT,
-        )
-        for name in ENGINE_NAMES
-    )
-    engines = EngineSet(model, parts)
+    raw = load_folder_model(settings, model, load_xmem_engines)
+    engines = folder_parts(settings, model, raw, ENGINE_NAMES, context.observe, rows_input=ROWS_INPUT)
     xmem = XMemEngines(
         engines.runner("encode_key"), engines.runner("encode_value"), engines.runner("segment"), raw.widths
     )
