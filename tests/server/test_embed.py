@@ -8,6 +8,7 @@ against the offline pipeline and the network itself on the same frames."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 import json
 import time
@@ -358,3 +359,20 @@ def test_video_and_frames_together_or_neither_are_refused(embed_server: RunningS
     assert error_of(response)[:2] == (422, "invalid_argument")
     both = [*frame_files(panning_frames(7, 120, 160)), ("video", ("a.mp4", b"xx", "video/mp4"))]
     assert error_of(post_clip(embed_server, both, fields()))[:2] == (422, "invalid_argument")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
+def test_a_server_on_onnx_runtime_gives_the_same_windows(
+    videomae_checkpoint: Path, engine_repository: Path, offline: Any
+) -> None:
+    """The served path on the ORT engines (exported on first start) as on TorchScript."""
+    frames = panning_frames(11, 120, 160)
+    settings = embed_settings(videomae_checkpoint, engine_repository, engine="onnx")
+    with running_server(settings) as running:
+        response = post_clip(running, frame_files(frames), fields(keep_ratio=0.5, drop="static"))
+        parts = httpx.get(f"{running.url}/v1/models/{EMBED_MODEL}").json()["engines"]
+    assert response.status_code == 200, response.text
+    assert {p["backend"] for p in parts} == {"onnx"} and {p["part"] for p in parts} == {"embed", "encode"}
+    assert_segments(
+        response.json()["segments"], offline_windows(offline, WindowSpec(4, 2, 4, 0.5, "static"), frames)
+    )
