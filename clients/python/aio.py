@@ -486,7 +486,7 @@ class _ResendingStream(_Stream, Generic[T]):
     """A stream of plain frames (a header gives at most frame_index and pts), each answered
     up to its ``frame_done``: an ``overloaded`` frame is resent on a new connection."""
 
-    async def _send_frame(self, frame: FrameLike, frame_index: int | None, pts: float | None) -> T:
+    async def send(self, frame: FrameLike, *, frame_index: int | None = None, pts: float | None = None) -> T:
         """Send one frame and wait for its answer. An error naming it raises FrameRejected; an
         ``overloaded`` frame is resent on a new connection with the same header (the server
         gave its index back: it was not run), at most ``max_retries`` times, then Overloaded."""
@@ -508,16 +508,15 @@ class _ResendingStream(_Stream, Generic[T]):
         """The server's messages about the frame just sent, up to its ``frame_done``."""
         raise NotImplementedError
 
+    async def stream(self, frames: Iterable[FrameLike]) -> AsyncIterator[T]:
+        """Each frame's answer, in order (a rejected frame raises FrameRejected)."""
+        for frame in frames:
+            yield await self.send(frame)
+
 
 class AsyncInterpolationStream(_ResendingStream[FrameResult]):
-    """Frames in, each frame's in-between frames out (§3–§6)."""
-
-    async def send(
-        self, frame: FrameLike, *, frame_index: int | None = None, pts: float | None = None
-    ) -> FrameResult:
-        """Send one frame and wait for its answer: the in-between frames of the pair it
-        completes (none for the first); errors and resends as ``_send_frame``."""
-        return await self._send_frame(frame, frame_index, pts)
+    """Frames in; for each frame, the in-between frames of the pair it completes (none for
+    the first) (§3–§6)."""
 
     async def _answer(self) -> FrameResult:
         frames = []
@@ -533,22 +532,11 @@ class AsyncInterpolationStream(_ResendingStream[FrameResult]):
             elif message["type"] == "error":
                 raise protocol.rejected(message)
 
-    async def stream(self, frames: Iterable[FrameLike]) -> AsyncIterator[FrameResult]:
-        """Each frame's result, in order (a rejected frame raises FrameRejected)."""
-        for frame in frames:
-            yield await self.send(frame)
-
 
 class AsyncEmbedStream(_ResendingStream[EmbedFrameResult]):
-    """Frames in; every ``stride`` frames, once a window is full, its embedding and labels."""
-
-    async def send(
-        self, frame: FrameLike, *, frame_index: int | None = None, pts: float | None = None
-    ) -> EmbedFrameResult:
-        """Send one frame and wait for its answer: the window it completes (``segment``,
-        None for most frames). Every frame must have the first one's size (else FrameRejected
-        ``size_mismatch``); errors and resends as ``_send_frame``."""
-        return await self._send_frame(frame, frame_index, pts)
+    """Frames in; every ``stride`` frames, once a window is full, its embedding and labels
+    (``segment``, None for most frames). Every frame has the first one's size (else
+    FrameRejected ``size_mismatch``)."""
 
     async def _answer(self) -> EmbedFrameResult:
         segment: ClipSegment | None = None
@@ -560,11 +548,6 @@ class AsyncEmbedStream(_ResendingStream[EmbedFrameResult]):
                 return protocol.embed_frame_result(message, segment)
             elif message["type"] == "error":
                 raise protocol.rejected(message)
-
-    async def stream(self, frames: Iterable[FrameLike]) -> AsyncIterator[EmbedFrameResult]:
-        """Each frame's answer, in order (a rejected frame raises FrameRejected)."""
-        for frame in frames:
-            yield await self.send(frame)
 
 
 class AsyncSegmentationStream(_Stream):
