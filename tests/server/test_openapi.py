@@ -96,4 +96,4 @@ def test_the_schema_declares_errors_and_the_metrics_text(every_task: RunningServ
                 assert not missing, (method, path, missing)
     assert "text/plain" in document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     body = document["components"]["schemas"]["InterpolationSessionCreate"]["properties"]["scale"]
-    assert body["enum"] == [0.25, 0.5, 1.0, 2.0, 4.0] or "enum" in body
+    assert body["enum"] == [0.25, 0.5, 1.0, 2.0, 4.0]
