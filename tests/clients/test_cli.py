@@ -144,7 +144,9 @@ def test_ctrl_c_stops_cleanly(rife_server: RunningServer, tmp_path: Path) -> Non
     make_video(video, panning_frames(300, step=0), fps=30)
     env = {**os.environ, "VIDSERVE_URL": rife_server.url}
     command = [sys.executable, "-m", "clients", "interpolate", str(video), "--out", str(out)]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, preexec_fn=default_sigint
+    )
     try:
         assert process.stderr is not None
         progress = wait_for_progress(process.stderr.fileno(), timeout=60)
@@ -159,6 +161,14 @@ def test_ctrl_c_stops_cleanly(rife_server: RunningServer, tmp_path: Path) -> Non
     assert "interrupted" in err.decode() and "Traceback" not in err.decode()
     assert not out.exists() and leftovers(tmp_path) == []
     assert len(rife_server.state.sessions) == 0
+
+
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default, as a terminal gives it.
+
+    A background job of a non-interactive shell inherits SIGINT ignored, and a Python started
+    so installs no KeyboardInterrupt handler: Ctrl-C would then never reach the CLI."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_progress(fd: int, timeout: float) -> int:
