@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request, Response
 
 from server import __version__, logs
 from server.access import Access
-from server.api import demo, deps, errors, health, jobs, models, openapi, sessions, stream
+from server.api import demo, deps, docs, errors, health, jobs, models, openapi, sessions, stream
 from server.engines.engine import EngineError, EngineSet
 from server.jobs.store import Job, JobState, JobStore
 from server.metrics import Metrics
@@ -52,9 +52,11 @@ def create_app(settings: Settings | None = None, tasks: Sequence[Task[Any, Any]]
         version=__version__,
         summary="Real-time video inference: " + ", ".join(t.title for t in tasks),
         lifespan=lifespan,
+        docs_url=None,  # why: FastAPI's pages load from a CDN; server/api/docs.py serves its own
+        redoc_url=None,
     )
     app.state.server = state
-    routers = [health.router, models.router, sessions.build_router(tasks), stream.router]
+    routers = [health.router, models.router, sessions.build_router(tasks), stream.router, docs.router]
     routers += [jobs.build_router(tasks), demo.router, *(t.router for t in tasks if t.router is not None)]
     for router in routers:
         app.include_router(router)
