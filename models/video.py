@@ -4,7 +4,9 @@ it needs only av, numpy and the standard library."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import heapq
 import math
 import os
 import secrets
@@ -87,9 +89,19 @@ def _frame_rate(stream: av.VideoStream) -> Fraction:
     raise VideoError("the video stream has no frame rate")
 
 
+def _refuse_still(container: InputContainer, path: Path) -> None:
+    """FFmpeg reads a PNG or JPEG as a one-frame video; whatever its name, it is no clip."""
+    kind = container.format.name
+    if kind == "image2" or kind.endswith("_pipe"):
+        image = kind.removesuffix("_pipe").upper() if kind != "image2" else "still"
+        raise VideoError(f"{path}: is a {image} image, not a video (whatever its file name says)")
+
+
 def probe(path: Path) -> VideoInfo:
-    """The first video stream's size, rate, clock and length, and whether there is audio."""
+    """The first video stream's size, rate, clock and length, and whether there is audio.
+    Still images are refused."""
     with _open(path) as container:
+        _refuse_still(container, path)
         stream = _video_stream(container, path)
         time_base = Fraction(stream.time_base or DEFAULT_CLOCK)
         duration_s = None
@@ -108,39 +120,175 @@ def probe(path: Path) -> VideoInfo:
         )
 
 
-def read_frames(path: Path) -> Generator[DecodedFrame, None, None]:
-    """Decode the first video stream to RGB frames; the file closes when the iterator is
-    exhausted or closed. A decoding error mid-file raises VideoError."""
-    container = _open(path)
-    try:
-        stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"  # why: frame threads; decoding is most of a reader's time
-        fps = _frame_rate(stream)
-        for index, frame in enumerate(container.decode(stream)):
-            time_s = float(frame.time) if frame.time is not None else float(index / fps)
-            rgb = frame.to_ndarray(format="rgb24")  # uint8 H×W×3
-            yield DecodedFrame(index=index, pts=frame.pts, time_s=time_s, rgb=rgb)
-    except av.FFmpegError as exc:
-        raise VideoError(f"{path}: cannot decode ({exc})") from exc
-    finally:
-        container.close()
+@dataclass(frozen=True)
+class Trim:
+    """The part of a video to read, in seconds of its timeline: frames at ``start_s`` ≤ t <
+    ``end_s``. Frames keep their source times; what is written from them starts at 0 (as
+    ``ffmpeg -ss`` output does), audio included."""
+
+    start_s: float = 0.0  # first instant kept
+    end_s: float | None = None  # first instant left out; None: the end of the video
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.start_s) and self.start_s >= 0):
+            raise VideoError(f"start must be a time in seconds ≥ 0, got {self.start_s}")
+        if self.end_s is not None and not (math.isfinite(self.end_s) and self.end_s > self.start_s):
+            raise VideoError(f"end ({self.end_s} s) must come after start ({self.start_s} s)")
+
+    def keeps(self, time_s: float) -> bool:
+        return time_s >= self.start_s - TIME_TOLERANCE_S and (
+            self.end_s is None or time_s < self.end_s - TIME_TOLERANCE_S
+        )
+
+    def is_past(self, time_s: float) -> bool:
+        return self.end_s is not None and time_s >= self.end_s - TIME_TOLERANCE_S
+
+
+WHOLE = Trim()
+# why: timestamps are rounded to clocks of at most ~MAX_CLOCK_RATE ticks/s; two instants closer
+# than this are the same frame's
+TIME_TOLERANCE_S = 1e-6
+# why 4: the frames a decoder may hand out before one whose timestamp belongs earlier. Packed
+# B-frames in AVI (MPEG-4 Part 2, as DivX/Xvid write it) swap neighbours; 4 covers the
+# longest B-frame runs those encoders make, at the cost of 4 decoded frames held
+REORDER_DEPTH = 4
+# why: the decoded part may end this much before what the container announced and still be
+# whole (a last frame's duration, audio-led container durations, rounding)
+SHORTFALL_FRAMES = 2
+
+
+class FrameReader:
+    """Decode the first video stream to RGB frames, in display order, within ``trim``; an
+    iterator of ``DecodedFrame`` that closes the file when exhausted or closed. A decoding
+    error mid-file raises VideoError.
+
+    Pictures come out of the decoder in display order, but some demuxers attach their
+    timestamps in decode order (AVI has no presentation times: packed B-frames come out as
+    0.125, 0.209, 0.167, ... s). So each picture gets the earliest timestamp not yet given,
+    among the next ``REORDER_DEPTH`` frames: in-order streams keep theirs unchanged.
+
+    After the last frame, ``frames`` and ``end_s`` say how much was decoded, and
+    ``shortfall`` whether that is less than the container announced (a cut file decodes
+    without error, just short).
+    """
+
+    def __init__(self, path: Path, trim: Trim = WHOLE) -> None:
+        self.path, self.trim = Path(path), trim
+        self.frames = 0  # frames yielded so far
+        self.end_s: float | None = None  # end of the last packet read: its time plus duration
+        self._container = _open(self.path)
+        self._frames = self._decode()
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> DecodedFrame:
+        return next(self._frames)
+
+    def close(self) -> None:
+        self._frames.close()
+        self._container.close()
+
+    def _decode(self) -> Generator[DecodedFrame, None, None]:
+        try:
+            _refuse_still(self._container, self.path)
+            stream = _video_stream(self._container, self.path)
+            stream.thread_type = "AUTO"  # why: frame threads; decoding is most of a reader's time
+            fps = _frame_rate(stream)
+            clock = Fraction(stream.time_base or DEFAULT_CLOCK)
+            self._seek(stream)
+            for picture, pts in self._in_display_order(stream):
+                time_s = float(pts * clock) if pts is not None else float(self.frames / fps)
+                if self.trim.is_past(time_s):
+                    break
+                if not self.trim.keeps(time_s):
+                    continue
+                rgb = picture.to_ndarray(format="rgb24")  # uint8 H×W×3
+                yield DecodedFrame(index=self.frames, pts=pts, time_s=time_s, rgb=rgb)
+                self.frames += 1
+        except av.FFmpegError as exc:
+            raise VideoError(f"{self.path}: cannot decode ({exc})") from exc
+        finally:
+            self._container.close()
+
+    def _seek(self, stream: av.VideoStream) -> None:
+        """Start at the keyframe before ``trim.start_s``; from the top when the file cannot seek."""
+        if self.trim.start_s <= 0 or not stream.time_base:
+            return
+        try:
+            self._container.seek(int(self.trim.start_s / stream.time_base), stream=stream, backward=True)
+        except av.FFmpegError:
+            self._container.seek(0, stream=stream, backward=True)
+
+    def _in_display_order(
+        self, stream: av.VideoStream
+    ) -> Generator[tuple[av.VideoFrame, int | None], None, None]:
+        """Decoded pictures, each with the earliest pending timestamp (see the class)."""
+        held: collections.deque[av.VideoFrame] = collections.deque()
+        times: list[int] = []  # a heap of the held pictures' timestamps
+        for packet in self._container.demux(stream):
+            self._note_end(packet)
+            for picture in packet.decode():
+                if picture.pts is None:  # no timestamps at all: nothing to put in order
+                    yield picture, None
+                    continue
+                held.append(picture)
+                heapq.heappush(times, picture.pts)
+                if len(held) > REORDER_DEPTH:
+                    yield held.popleft(), heapq.heappop(times)
+        while held:
+            yield held.popleft(), heapq.heappop(times)
+
+    def _note_end(self, packet: av.Packet) -> None:
+        if packet.pts is None or not packet.size or packet.time_base is None:
+            return
+        end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+        self.end_s = max(end, self.end_s or 0.0)
+
+    def shortfall(self, info: VideoInfo) -> str | None:
+        """Why the decoded part is shorter than announced, in one line; None when it is not.
+        Call once the frames are exhausted."""
+        announced = info.duration_s
+        if self.trim.end_s is not None:
+            announced = min(announced or math.inf, self.trim.end_s)
+        if announced is None or math.isinf(announced) or self.end_s is None:
+            return None
+        slack = SHORTFALL_FRAMES / float(info.fps)
+        if self.end_s >= announced - slack:
+            return None
+        counted = f" of the {info.frames} it announces" if info.frames and self.trim == WHOLE else ""
+        return (
+            f"{self.path.name}: decoded {self.frames} frames{counted}: decoding stopped at "
+            f"{self.end_s:.3f} s of {announced:.3f} s (the file is cut short or damaged); "
+            "the output covers only the decoded part"
+        )
+
+
+def read_frames(path: Path, trim: Trim = WHOLE) -> FrameReader:
+    """Decode the first video stream to RGB frames in display order (see ``FrameReader``)."""
+    return FrameReader(path, trim)
 
 
 def clock_for(fps: Fraction, *steps: Fraction) -> Fraction:
     """The coarsest time base in which one frame at ``fps`` and each of ``steps`` (seconds, e.g.
     a source's time base) are whole ticks, so those timestamps are written exactly; the 90 kHz
-    clock when that would exceed what MP4 can store."""
-    rate = math.lcm(fps.numerator, *(Fraction(step).denominator for step in steps))
-    if rate > MAX_CLOCK_RATE:
-        rate = math.lcm(fps.numerator, DEFAULT_CLOCK.denominator)
-    return Fraction(1, rate)
+    clock (with ``fps`` if that fits, else alone) when that would exceed what MP4 can store
+    (cup.mp4's 26777/1000 fps with 90 kHz is 2.4 GHz)."""
+    for rate in (
+        math.lcm(fps.numerator, *(Fraction(step).denominator for step in steps)),
+        math.lcm(fps.numerator, DEFAULT_CLOCK.denominator),
+    ):
+        if rate <= MAX_CLOCK_RATE:
+            return Fraction(1, rate)
+    return DEFAULT_CLOCK
 
 
 class _AudioCopy:
-    """Audio packets of another file, muxed unchanged into an output as its video advances
-    (interleaved by time, so the output never buffers a whole track)."""
+    """Audio packets of another file within ``trim``, muxed unchanged (only their times
+    shifted by the trim's start) into an output as its video advances (interleaved by time,
+    so the output never buffers a whole track)."""
 
-    def __init__(self, source: Path, output: OutputContainer) -> None:
+    def __init__(self, source: Path, output: OutputContainer, trim: Trim) -> None:
         self.container = _open(source)
         if not self.container.streams.audio:
             self.container.close()
@@ -156,14 +304,37 @@ class _AudioCopy:
                 "write a .mkv, which takes any codec, or leave the audio out"
             ) from exc
         self.time_base = Fraction(template.time_base or DEFAULT_CLOCK)
-        self.packets = (p for p in self.container.demux(template) if p.size and p.pts is not None)
+        self.trim = trim
+        self.shift = round(Fraction(trim.start_s) / self.time_base)  # ticks of the trim's start
+        if trim.start_s > 0:
+            with contextlib.suppress(av.FFmpegError):  # why: unseekable files are read from the top
+                self.container.seek(self.shift, stream=template, backward=True)
+        self.packets = (p for p in self.container.demux(template) if self._keeps(p))
         self.pending: av.Packet | None = next(self.packets, None)
 
+    def _keeps(self, packet: av.Packet) -> bool:
+        """A packet with data, at or after the trim's start (its end stops ``mux_until``)."""
+        if not packet.size or packet.pts is None:
+            return False
+        # why no bound at 0: AAC's first packet starts before 0 (its encoder delay)
+        return self.trim.start_s <= 0 or self._time_s(packet.pts) >= self.trim.start_s - TIME_TOLERANCE_S
+
+    def _time_s(self, pts: int) -> float:
+        return float(pts * self.time_base)
+
     def mux_until(self, output: OutputContainer, time_s: float) -> None:
-        """Mux every packet that starts at or before ``time_s`` seconds (all: ``math.inf``)."""
-        while self.pending is not None and float((self.pending.pts or 0) * self.time_base) <= time_s:
-            self.pending.stream = self.stream
-            output.mux(self.pending)
+        """Mux every packet that starts at or before ``time_s`` seconds of the output (all:
+        ``math.inf``), up to the trim's end."""
+        while self.pending is not None and self._time_s(self.pending.pts or 0) - self.trim.start_s <= time_s:
+            packet = self.pending
+            if self.trim.is_past(self._time_s(packet.pts or 0)):
+                self.pending = None
+                break
+            packet.stream = self.stream
+            packet.pts = (packet.pts or 0) - self.shift
+            if packet.dts is not None:
+                packet.dts -= self.shift
+            output.mux(packet)
             self.pending = next(self.packets, None)
 
     def close(self) -> None:
@@ -172,9 +343,9 @@ class _AudioCopy:
 
 class VideoWriter:
     """Encode RGB frames to ``out`` with their timestamps, optionally copying another file's
-    audio packets unchanged. Frames go to a temporary file beside ``out``, renamed onto it on a
-    clean exit and deleted on any exception (KeyboardInterrupt included): ``out`` is either
-    complete or untouched.
+    audio packets unchanged (those within ``audio_trim``, shifted to start with it). Frames go
+    to a temporary file beside ``out``, renamed onto it on a clean exit and deleted on any
+    exception (KeyboardInterrupt included): ``out`` is either complete or untouched.
 
     yuv420p needs even sizes, so an odd width or height is padded by one row or column
     repeating the edge (``encoded_size`` says what was written); decoders then show that extra
@@ -191,6 +362,7 @@ class VideoWriter:
         fps: Fraction,
         time_base: Fraction | None = None,
         audio_from: Path | None = None,
+        audio_trim: Trim = WHOLE,
         codec: str = "libx264",
         crf: int = 18,
         options: dict[str, str] | None = None,
@@ -203,6 +375,7 @@ class VideoWriter:
         self.fps = Fraction(fps)
         self.time_base = time_base or clock_for(self.fps, DEFAULT_CLOCK)
         self.audio_from = audio_from
+        self.audio_trim = audio_trim
         self.codec = codec
         self.options = {**CODEC_OPTIONS.get(codec, {}), "crf": str(crf), **(options or {})}
         self.frames = 0  # written so far
@@ -273,7 +446,7 @@ class VideoWriter:
         stream.codec_context.time_base = self.time_base
         self._video = stream
         if self.audio_from is not None:
-            self._audio = _AudioCopy(self.audio_from, container)
+            self._audio = _AudioCopy(self.audio_from, container, self.audio_trim)
 
     def _pts(self, time_s: float | None) -> int:
         if time_s is None:
