@@ -145,9 +145,9 @@ class Trim:
 
 
 WHOLE = Trim()
-# why: timestamps are rounded to clocks of at most ~MAX_CLOCK_RATE ticks/s; two instants closer
-# than this are the same frame's
-TIME_TOLERANCE_S = 1e-6
+# why: two instants closer than this are one frame's: AVI writes 15 fps as ticks of 66667 µs,
+# so tree.avi's frame 11 sits 3.7 µs off 11/15 s; a tenth of a frame at 1000 fps is still apart
+TIME_TOLERANCE_S = 1e-4
 # why 4: the frames a decoder may hand out before one whose timestamp belongs earlier. Packed
 # B-frames in AVI (MPEG-4 Part 2, as DivX/Xvid write it) swap neighbours; 4 covers the
 # longest B-frame runs those encoders make, at the cost of 4 decoded frames held

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from types import FrameType
 
 import httpx
 
@@ -16,6 +19,16 @@ from models.video import AudioCopyError, VideoError
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # why: the shell's 128 + SIGINT, what scripts expect after Ctrl-C
+EXIT_TERMINATED = 143  # why: 128 + SIGTERM, what a service manager expects after stopping us
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager, ``kill``, a closed terminal's parent): unwound as Ctrl-C is,
+    so the partial output is deleted and the server's session closed."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,14 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # why only there: Python takes signal handlers in the main thread alone (tests call main too)
+    is_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if is_main else None
     try:
         code: int = args.run(args)
         return code
-    except KeyboardInterrupt:
-        print(
-            "\ninterrupted: the work on the server was cancelled and no output was written", file=sys.stderr
-        )
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\n{what}: the work on the server was cancelled and no output was written", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except AudioCopyError as exc:
         print(f"error: {exc} (--no-audio)", file=sys.stderr)
     except (CliError, VideoError) as exc:
@@ -60,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: lost the connection to {args.server} ({exc or type(exc).__name__})", file=sys.stderr)
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
+    finally:
+        if is_main:
+            signal.signal(signal.SIGTERM, previous)
     return EXIT_ERROR
 
 

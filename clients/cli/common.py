@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,8 @@ from tqdm import tqdm
 
 from clients.python import Client, NotReady, Session
 from clients.python.aio import API_KEY_ENV
+from models.timeline import rate_of
+from models.video import Trim, VideoError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Output suffixes written as a video, and the encoder each container gets.
@@ -92,3 +95,30 @@ def progress(total: int | None, *, desc: str, quiet: bool) -> tqdm:
         dynamic_ncols=True,
         smoothing=0.3,
     )
+
+
+def parse_rate(text: str) -> Fraction:
+    """``--fps``: 60, 59.94 or 60000/1001."""
+    try:
+        return rate_of(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_trim(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--start", type=float, metavar="SECONDS", help="read from this time on (default 0)")
+    parser.add_argument("--end", type=float, metavar="SECONDS", help="stop before this time (default: all)")
+
+
+def trim_of(args: argparse.Namespace) -> Trim:
+    try:
+        return Trim(args.start or 0.0, args.end)
+    except VideoError as exc:
+        raise CliError(f"--start/--end: {exc}") from None
+
+
+def finish_progress(bar: tqdm) -> None:
+    """The bar's total becomes the frames really read: a container's count is an estimate
+    (variable-rate files count empty frames; a cut file announces what it lost)."""
+    bar.total = bar.n
+    bar.refresh()

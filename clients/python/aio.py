@@ -490,11 +490,14 @@ class _ResendingStream(_Stream, Generic[T]):
         """Send one frame and wait for its answer. An error naming it raises FrameRejected; an
         ``overloaded`` frame is resent on a new connection with the same header (the server
         gave its index back: it was not run), at most ``max_retries`` times, then Overloaded."""
+        return await self._send_frame(frame, protocol.frame_header(frame_index, pts))
+
+    async def _send_frame(self, frame: FrameLike, header: str | None) -> T:
         data = encode_frame(frame)
         attempt = 0
         while True:
             try:
-                await self._send(*_frame_messages(protocol.frame_header(frame_index, pts), data))
+                await self._send(*_frame_messages(header, data))
                 return await self._answer()
             except (FrameRejected, StreamClosed) as exc:
                 if not _overloaded(exc) or attempt >= self.client.max_retries:
@@ -517,6 +520,18 @@ class _ResendingStream(_Stream, Generic[T]):
 class AsyncInterpolationStream(_ResendingStream[FrameResult]):
     """Frames in; for each frame, the in-between frames of the pair it completes (none for
     the first) (§3–§6)."""
+
+    async def send(
+        self,
+        frame: FrameLike,
+        *,
+        frame_index: int | None = None,
+        pts: float | None = None,
+        timesteps: list[float] | None = None,
+    ) -> FrameResult:
+        """As ``_ResendingStream.send``; ``timesteps``: this pair's own (increasing, in (0, 1);
+        [] for none) instead of the session's (§5)."""
+        return await self._send_frame(frame, protocol.frame_header(frame_index, pts, timesteps=timesteps))
 
     async def _answer(self) -> FrameResult:
         frames = []

@@ -320,6 +320,7 @@ def frame_header(
     pts: float | None = None,
     mask: np.ndarray | dict[str, Any] | None = None,
     objects: list[int] | None = None,
+    timesteps: list[float] | None = None,
 ) -> str | None:
     """The JSON header for the next frame, or None when every field is the default."""
     header: dict[str, Any] = {"type": "frame"}
@@ -327,6 +328,8 @@ def frame_header(
         header["frame_index"] = frame_index
     if pts is not None:
         header["pts"] = pts
+    if timesteps is not None:
+        header["timesteps"] = [float(t) for t in timesteps]
     if mask is not None:
         header["mask"] = mask_spec(mask)
         if objects is not None:

@@ -283,9 +283,15 @@ class InterpolationStream(_SyncStream):
         self.aio = aio
 
     def send(
-        self, frame: FrameLike, *, frame_index: int | None = None, pts: float | None = None
+        self,
+        frame: FrameLike,
+        *,
+        frame_index: int | None = None,
+        pts: float | None = None,
+        timesteps: list[float] | None = None,
     ) -> FrameResult:
-        return self.client.run(self.aio.send(frame, frame_index=frame_index, pts=pts))
+        """``timesteps``: this pair's own instead of the session's ([] for none)."""
+        return self.client.run(self.aio.send(frame, frame_index=frame_index, pts=pts, timesteps=timesteps))
 
     def stream(self, frames: Iterable[FrameLike]) -> Iterator[FrameResult]:
         for frame in frames:

@@ -38,8 +38,9 @@ class ModelsView(BaseModel):
 
 class ProgressView(BaseModel):
     frames_done: int
-    frames_total: int
+    frames_total: int = Field(description="the container's count until decoding ends, then the real one")
     fraction: float
+    frames_dropped: int = Field(description="input frames left out as repeats (interpolation's dedup)")
     frames_per_s: float | None
     eta_s: float | None
 
@@ -61,6 +62,9 @@ class JobView(BaseModel):
     state: str = Field(description="queued, running, done, failed or cancelled")
     progress: ProgressView
     error: str | None
+    warnings: list[str] = Field(
+        description="what a finished result lacks: e.g. a cut file decoded to fewer frames than announced"
+    )
     video: VideoView
     created_at: float
     started_at: float | None

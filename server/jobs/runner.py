@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from models.video import DecodedFrame, VideoError, read_frames
+from models.video import WHOLE, DecodedFrame, Trim, VideoError, read_frames
 from server.jobs.store import Job
 from server.scheduler import Overloaded, ShuttingDown
 
@@ -48,22 +49,54 @@ class NoFrames(RuntimeError):
     """The video's stream held no decodable frame, or none from the mask's frame on."""
 
 
+class FrameSource:
+    """The upload's decoded frames within ``trim``, read in the job's worker thread. More than
+    ``job.frame_limit`` fails the job rather than cutting the result short; fewer than the
+    container announced is a warning on the job (a cut file decodes without error, just short),
+    and the frame count becomes the real one."""
+
+    def __init__(self, job: Job, io: JobIO, trim: Trim = WHOLE) -> None:
+        self.job, self.io = job, io
+        self.reader = read_frames(job.source, trim)
+
+    async def frames(self) -> AsyncGenerator[DecodedFrame, None]:
+        job = self.job
+        try:
+            while (frame := await self.io.run(_next, self.reader, job)) is not None:
+                if frame.index >= job.frame_limit:
+                    raise TooManyFrames(
+                        f"the video has more than {job.frame_limit} frames (VIDSERVE_MAX_JOB_FRAMES)"
+                    )
+                yield frame
+            if self.reader.frames == 0:
+                raise NoFrames("the video decoded to no frames")
+            job.frames_total = self.reader.frames  # why: the container's count was an estimate
+            shortfall = self.reader.shortfall(job.info)
+            if shortfall is not None:
+                job.warnings.append(as_named(shortfall, job))
+        finally:
+            await self.io.run(self.reader.close)
+
+    def end_s(self, last: DecodedFrame) -> float:
+        """Where the decoded part ends: its last packet's end, within the trim."""
+        end = self.reader.end_s
+        if end is None:
+            end = last.time_s + float(1 / self.job.info.fps)
+        trim_end = self.reader.trim.end_s
+        return end if trim_end is None else min(end, trim_end)
+
+
 async def frames_of(job: Job, io: JobIO) -> AsyncGenerator[DecodedFrame, None]:
-    """Yield the upload's decoded frames; more than ``job.frame_limit`` fails the job
-    rather than cutting the result short."""
-    frames: Iterator[DecodedFrame] = read_frames(job.source)
-    try:
-        while (frame := await io.run(_next, frames, job)) is not None:
-            if frame.index >= job.frame_limit:
-                raise TooManyFrames(
-                    f"the video has more than {job.frame_limit} frames (VIDSERVE_MAX_JOB_FRAMES)"
-                )
+    """Every frame of the upload (see ``FrameSource``)."""
+    async with aclosing(FrameSource(job, io).frames()) as frames:
+        async for frame in frames:
             yield frame
-        if job.frames_done == 0:
-            raise NoFrames("the video decoded to no frames")
-        job.frames_total = job.frames_done  # why: the container's count was an estimate
-    finally:
-        await io.run(_close, frames)
+
+
+def as_named(text: str, job: Job) -> str:
+    """A message about the upload, naming it as the client did, never by the server's path."""
+    name = job.filename[:200]
+    return text.replace(str(job.source), name).replace(job.source.name, name)
 
 
 def _next(frames: Iterator[DecodedFrame], job: Job) -> DecodedFrame | None:
@@ -71,13 +104,7 @@ def _next(frames: Iterator[DecodedFrame], job: Job) -> DecodedFrame | None:
     try:
         return next(frames, None)
     except VideoError as exc:
-        raise VideoError(str(exc).replace(str(job.source), job.filename[:200])) from exc
-
-
-def _close(frames: Iterator[DecodedFrame]) -> None:
-    close = getattr(frames, "close", None)
-    if close is not None:
-        close()
+        raise VideoError(as_named(str(exc), job)) from exc
 
 
 def audio_of(job: Job) -> Path | None:

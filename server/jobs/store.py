@@ -54,6 +54,8 @@ class Job:
     frames_total: int  # frames to process: the container's count (or an estimate) until decoded
     frame_limit: int  # more frames than this fail the job (VIDSERVE_MAX_JOB_FRAMES)
     frames_done: int = 0  # input frames processed so far
+    frames_dropped: int = 0  # of those, left out as repeats of the one before (interpolation's dedup)
+    warnings: list[str] = field(default_factory=list)  # what the result lacks though it is done
     owner: str | None = None  # the API key's name that submitted it (None: an open server's)
     state: JobState = JobState.QUEUED
     error: str | None = None  # why it failed
@@ -82,10 +84,12 @@ class Job:
                 "frames_done": self.frames_done,
                 "frames_total": self.frames_total,
                 "fraction": round(self.frames_done / self.frames_total, 4) if self.frames_total else 0.0,
+                "frames_dropped": self.frames_dropped,
                 "frames_per_s": round(rate, 2) if rate else None,
                 "eta_s": round(left / rate, 1) if rate and self.state is JobState.RUNNING else None,
             },
             "error": self.error,
+            "warnings": self.warnings,
             "video": {
                 "width": self.info.width,
                 "height": self.info.height,

@@ -54,3 +54,14 @@ class InterpolationJobForm(BaseModel):
         1.0, description="interpolate: flow scale, 0.5 for 4K", json_schema_extra={"enum": list(SCALES)}
     )
     scene_change_threshold: str | None = Field(None, description="interpolate: SSIM cut or 'none'")
+    fps: str | None = Field(
+        None,
+        max_length=32,
+        description="interpolate: constant output frame rate instead of factor (60, 59.94, 60000/1001); "
+        "each output frame at its instant k/fps, interpolated at its own timestep",
+    )
+    dedup: bool | None = Field(
+        None, description="interpolate: drop repeated source frames first (default: with fps)"
+    )
+    start: float | None = Field(None, ge=0, le=1e7, description="interpolate: read from this time on (s)")
+    end: float | None = Field(None, gt=0, le=1e7, description="interpolate: stop before this time (s)")
