@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import io
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -118,3 +121,57 @@ def test_scene_change_and_its_switch(server: RunningServer) -> None:
 def test_openapi_documents_the_api(server: RunningServer) -> None:
     spec = httpx.get(f"{server.url}/openapi.json").json()
     assert {"/v1/interpolate", "/v1/sessions", "/v1/sessions/{session_id}", "/readyz"} <= set(spec["paths"])
+
+
+def interpolate_pair(server: RunningServer, frames: list[np.ndarray], data: dict[str, Any]) -> httpx.Response:
+    files = {"frame0": png(frames[0]), "frame1": png(frames[1])}
+    response = httpx.post(f"{server.url}/v1/interpolate", files=files, data=data, timeout=120)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def unzipped(response: httpx.Response) -> list[tuple[str, bytes]]:
+    """A zip answer's entries, in the order they were written."""
+    assert response.headers["content-type"] == "application/zip"
+    assert response.headers["content-disposition"] == 'attachment; filename="interpolated.zip"'
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        return [(info.filename, archive.read(info)) for info in archive.infolist()]
+
+
+def test_zip_holds_one_png_per_timestep_as_multipart_gives_them(server: RunningServer) -> None:
+    frames = panning_frames(2, step=3)
+    entries = unzipped(interpolate_pair(server, frames, {"factor": "4", "output": "zip"}))
+    assert [name for name, _ in entries] == ["t0.250000.png", "t0.500000.png", "t0.750000.png"]
+    multipart = parts(interpolate_pair(server, frames, {"factor": "4"}))
+    for (_, data), (_, body) in zip(entries, multipart, strict=True):
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        np.testing.assert_array_equal(decode(data), decode(body))
+
+
+def test_zip_names_tell_close_and_repeated_timesteps_apart(server: RunningServer) -> None:
+    frames = panning_frames(2)
+    data = {"timesteps": "0.7,0.2500001,0.25,0.7", "output": "zip"}
+    entries = unzipped(interpolate_pair(server, frames, data))
+    names = ["t0.7000000.png", "t0.2500001.png", "t0.2500000.png", "t0.7000000-2.png"]
+    assert [name for name, _ in entries] == names  # the order asked, each timestep once
+    assert np.array_equal(decode(entries[0][1]), decode(entries[3][1]))
+
+
+def test_output_multipart_answers_multipart_for_one_timestep(server: RunningServer) -> None:
+    response = interpolate_pair(server, panning_frames(2), {"timesteps": "0.5", "output": "multipart"})
+    assert [h["X-Timestep"] for h, _ in parts(response)] == ["0.5"]
+
+
+def test_an_unknown_output_is_a_422(server: RunningServer) -> None:
+    frames = panning_frames(2)
+    files = {"frame0": png(frames[0]), "frame1": png(frames[1])}
+    response = httpx.post(f"{server.url}/v1/interpolate", files=files, data={"output": "tar"}, timeout=120)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and [d["field"] for d in error["details"]] == ["output"]
+
+
+def test_the_schema_declares_the_zip_answer(server: RunningServer) -> None:
+    operation = httpx.get(f"{server.url}/openapi.json").json()["paths"]["/v1/interpolate"]["post"]
+    assert "application/zip" in operation["responses"]["200"]["content"]
+    assert "output=zip" in operation["responses"]["200"]["description"]
