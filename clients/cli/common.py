@@ -16,7 +16,7 @@ from tqdm import tqdm
 from clients.python import Client, NotReady, Session
 from clients.python.aio import API_KEY_ENV
 from models.timeline import rate_of
-from models.video import Trim, VideoError
+from models.video import FrameReader, Trim, VideoError, VideoInfo
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # Output suffixes written as a video, and the encoder each container gets.
@@ -122,3 +122,10 @@ def finish_progress(bar: tqdm) -> None:
     (variable-rate files count empty frames; a cut file announces what it lost)."""
     bar.total = bar.n
     bar.refresh()
+
+
+def warn_if_short(reader: FrameReader, info: VideoInfo) -> None:
+    """A file that decoded to less than it announced says so on stderr, whatever --quiet says."""
+    shortfall = reader.shortfall(info)
+    if shortfall is not None:
+        print(f"warning: {shortfall}", file=sys.stderr)

@@ -75,10 +75,13 @@ def run(args: argparse.Namespace) -> int:
         job = client.submit_job(args.video, "embed", **window_options(args))
         try:
             with progress(job.frames_total or info.frames, desc="embed", quiet=args.quiet) as bar:
-                client.wait_job(job.id, poll_s=POLL_S, on_progress=lambda j: _advance(bar, j))
+                job = client.wait_job(job.id, poll_s=POLL_S, on_progress=lambda j: _advance(bar, j))
+                _advance(bar, job)
             answer = client.embed_job_result(job.id)
         finally:
             forget_quietly(client, job)
+    for warning in job.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     write_json(out, {"video": args.video.name, **answer.raw})
     for segment in answer.segments:
         print(describe(segment))

@@ -31,6 +31,7 @@ from clients.cli.common import (
     progress,
     trim_of,
     wait_ready,
+    warn_if_short,
 )
 from clients.python import FrameRejected, InterpolationStream
 from models.rife.spec import SCALES
@@ -240,9 +241,7 @@ def _report(
     args: argparse.Namespace, reader: FrameReader, info: VideoInfo, writer: VideoWriter, plan: Plan
 ) -> None:
     """A short input warns on stderr, whatever --quiet says; the summary follows unless quiet."""
-    shortfall = reader.shortfall(info)
-    if shortfall is not None:
-        print(f"warning: {shortfall}", file=sys.stderr)
+    warn_if_short(reader, info)
     if args.quiet:
         return
     dropped = f", {plan.dedup.dropped} repeated source frames dropped" if plan.dedup else ""

@@ -18,9 +18,11 @@ from clients.cli.common import (
     add_api_key,
     connect,
     delete_quietly,
+    finish_progress,
     is_video_path,
     progress,
     wait_ready,
+    warn_if_short,
 )
 from clients.cli.sinks import MaskFolder, MaskSink, OverlayVideo
 from clients.python import FrameRejected, SegmentationStream
@@ -115,14 +117,17 @@ def run(args: argparse.Namespace) -> int:
             model=args.model, processing_size=_size(args.size, info), max_objects=len(objects)
         )
         try:
+            reader = read_frames(args.video)
             with (
                 _sink(args, info, objects) as sink,
                 progress(info.frames, desc="segment", quiet=args.quiet) as bar,
                 session.stream() as stream,
             ):
-                count = _segment(stream, read_frames(args.video), masks, sink, bar)
+                count = _segment(stream, reader, masks, sink, bar)
+                finish_progress(bar)
         finally:
             delete_quietly(session)
+    warn_if_short(reader, info)
     unused = sorted(i for i in masks if i >= count)
     if unused:
         print(

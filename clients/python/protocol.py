@@ -130,6 +130,7 @@ class Job:
     error: str | None  # why it failed or was cancelled
     result_url: str | None  # where the result downloads from, once done
     raw: dict[str, Any]  # the whole answer, for fields not above
+    warnings: tuple[str, ...] = ()  # what a finished result lacks (a cut file's missing frames)
 
     @property
     def is_finished(self) -> bool:
@@ -147,6 +148,7 @@ def parse_job(body: dict[str, Any]) -> Job:
         error=body.get("error"),
         result_url=body.get("result_url"),
         raw=body,
+        warnings=tuple(str(w) for w in body.get("warnings") or ()),
     )
 
 

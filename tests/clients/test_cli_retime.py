@@ -1,6 +1,6 @@
-"""``python -m clients interpolate`` on real files (tests/data/videos) against a real RIFE v4.0
-server: B-frame sources with even gaps, a target frame rate on a variable-rate source,
-dedup, trims, a cut file's warning, a renamed PNG, and SIGTERM."""
+"""``python -m clients interpolate`` on real files (tests/data/videos) against a real RIFE
+v4.0 server: B-frame sources with even gaps, a target frame rate on a variable-rate source,
+dedup, trims, a cut file's warning (``segment``'s too), a renamed PNG, and SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.images import write_index_png
 from models.video import probe, read_frames
 from tests.clients.test_cli import cli, leftovers, rife_server, wait_for_progress
 from tests.conftest import REPO_ROOT
@@ -122,3 +123,17 @@ def test_sigterm_cleans_up_as_ctrl_c_does(rife_server: RunningServer, tmp_path: 
     assert "terminated" in err.decode() and "Traceback" not in err.decode()
     assert not out.exists() and leftovers(tmp_path) == []
     assert len(rife_server.state.sessions) == 0
+
+
+def test_segment_warns_on_a_cut_file(xmem_server: RunningServer, tmp_path: Path) -> None:
+    cut = cut_copy(H264_AAC, tmp_path, 0.5)
+    mask = np.zeros((480, 640), np.uint8)
+    mask[200:300, 250:400] = 1
+    write_index_png(tmp_path / "mask.png", mask)
+    out = tmp_path / "masks"
+    done = cli("segment", cut, "--mask", tmp_path / "mask.png", "--size", "120", "--out", out,
+               server=xmem_server.url)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    decoded = len(list(read_frames(cut)))
+    assert f"warning: cut.mp4: decoded {decoded} frames of the 40 it announces" in done.stderr
+    assert len(list(out.glob("*.png"))) == decoded
