@@ -1,7 +1,7 @@
-"""What every clip job's run shares: decoding the upload, a worker thread for decoding and
-writing, and retrying while the engine queue is full. Each task's runner
-(``Task.run_job``) pushes the frames through the same step as live sessions, at
-``Priority.BATCH``, and writes its result.
+"""What every clip job's run shares: decoding the upload (with its warnings) and a worker
+thread for decoding and writing. Each task's runner (``Task.run_job``) pushes the frames
+through the same step as live sessions, at ``Priority.BATCH``, retrying while the engine
+queue is full (``server.scheduler.drive.retrying``), and writes its result.
 
 Decoding and writing go through one worker thread per job, so a cancel never closes the
 decoder or the writer while that thread is still inside it.
@@ -10,7 +10,7 @@ decoder or the writer while that thread is still inside it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from pathlib import Path
@@ -18,13 +18,8 @@ from typing import Any, TypeVar
 
 from models.video import WHOLE, DecodedFrame, Trim, VideoError, read_frames
 from server.jobs.store import Job
-from server.scheduler import Overloaded, ShuttingDown
 
 T = TypeVar("T")
-
-# why: a job that finds its engine queue full waits and retries instead of failing; live
-# sessions have their own bound, so this only happens when many jobs run at once
-OVERLOADED_RETRY_S = 0.05
 
 
 class JobIO:
@@ -110,14 +105,3 @@ def _next(frames: Iterator[DecodedFrame], job: Job) -> DecodedFrame | None:
 def audio_of(job: Job) -> Path | None:
     """The upload, when it has audio to copy into the result."""
     return job.source if job.info.has_audio else None
-
-
-async def retrying(attempt: Callable[[], Awaitable[T]]) -> T:
-    """``attempt()`` again while the engine queue for jobs is full (not once it is stopping)."""
-    while True:
-        try:
-            return await attempt()
-        except ShuttingDown:
-            raise
-        except Overloaded:
-            await asyncio.sleep(OVERLOADED_RETRY_S)

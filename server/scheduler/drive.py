@@ -5,11 +5,11 @@ the steps themselves (cropping, selecting, deciding) run in a worker thread, off
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
 from models.steps import Steps
-from server.scheduler.batcher import Priority, Scheduler
+from server.scheduler.batcher import Overloaded, Priority, Scheduler, ShuttingDown
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -41,3 +41,20 @@ def _advance(steps: Steps[Any, Any, Any], results: list[Any] | None) -> tuple[bo
         return False, next(steps) if results is None else steps.send(results)
     except StopIteration as stop:
         return True, stop.value
+
+
+# why: work that finds its engine queue full waits and retries instead of failing: jobs (live
+# sessions have their own bound, so this happens only when many jobs run at once), and the
+# later parts of a pair already under way
+OVERLOADED_RETRY_S = 0.02
+
+
+async def retrying(attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()`` again while the engine queue is full (not once it is stopping)."""
+    while True:
+        try:
+            return await attempt()
+        except ShuttingDown:
+            raise
+        except Overloaded:
+            await asyncio.sleep(OVERLOADED_RETRY_S)

@@ -137,9 +137,16 @@ def test_interpolate_user_errors(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.mp4", "pan.mp4"]
 
 
-def test_ctrl_c_stops_cleanly(rife_server: RunningServer, tmp_path: Path) -> None:
-    """SIGINT once frames are flowing: exit 130, no output file, no temporary file, and the
-    session deleted on the server."""
+@pytest.mark.parametrize(
+    ("signum", "code", "said"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["ctrl_c", "sigterm"],
+)
+def test_a_signal_stops_cleanly(
+    rife_server: RunningServer, tmp_path: Path, signum: int, code: int, said: str
+) -> None:
+    """SIGINT (Ctrl-C) or SIGTERM once frames are flowing: exit 130 or 143, no output file, no
+    temporary file, and the session deleted on the server."""
     video, out = tmp_path / "long.mp4", tmp_path / "out.mp4"
     make_video(video, panning_frames(300, step=0), fps=30)
     env = {**os.environ, "VIDSERVE_URL": rife_server.url}
@@ -151,14 +158,14 @@ def test_ctrl_c_stops_cleanly(rife_server: RunningServer, tmp_path: Path) -> Non
         assert process.stderr is not None
         progress = wait_for_progress(process.stderr.fileno(), timeout=60)
         assert progress < 300, "still mid-run when the signal lands"
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == 130, err.decode()
-    assert "interrupted" in err.decode() and "Traceback" not in err.decode()
+    assert process.returncode == code, err.decode()
+    assert said in err.decode() and "Traceback" not in err.decode()
     assert not out.exists() and leftovers(tmp_path) == []
     assert len(rife_server.state.sessions) == 0
 

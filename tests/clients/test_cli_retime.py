@@ -1,13 +1,9 @@
 """``python -m clients interpolate`` on real files (tests/data/videos) against a real RIFE
 v4.0 server: B-frame sources with even gaps, a target frame rate on a variable-rate source,
-dedup, trims, a cut file's warning (``segment``'s too), a renamed PNG, and SIGTERM."""
+dedup, trims, a cut file's warning (``segment``'s too) and a renamed PNG."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +11,7 @@ import pytest
 
 from models.images import write_index_png
 from models.video import probe, read_frames
-from tests.clients.test_cli import cli, leftovers, rife_server, wait_for_progress
-from tests.conftest import REPO_ROOT
+from tests.clients.test_cli import cli, rife_server
 from tests.models.test_video import close, make_video
 from tests.models.test_video_sources import BFRAMES, H264_AAC, VFR, cut_copy
 from tests.server.support import RunningServer, panning_frames
@@ -102,27 +97,6 @@ def test_a_png_named_mp4_is_refused(rife_server: RunningServer, tmp_path: Path) 
     assert done.returncode == 1
     assert "clip.mp4: is a PNG image, not a video" in done.stderr and "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
-
-
-def test_sigterm_cleans_up_as_ctrl_c_does(rife_server: RunningServer, tmp_path: Path) -> None:
-    video, out = tmp_path / "long.mp4", tmp_path / "out.mp4"
-    make_video(video, panning_frames(300, step=0), fps=30)
-    env = {**os.environ, "VIDSERVE_URL": rife_server.url}
-    command = [sys.executable, "-m", "clients", "interpolate", str(video), "--out", str(out)]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE)
-    try:
-        assert process.stderr is not None
-        assert wait_for_progress(process.stderr.fileno(), timeout=60) < 300, "mid-run when the signal lands"
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 143, err.decode()
-    assert "terminated" in err.decode() and "Traceback" not in err.decode()
-    assert not out.exists() and leftovers(tmp_path) == []
-    assert len(rife_server.state.sessions) == 0
 
 
 def test_segment_warns_on_a_cut_file(xmem_server: RunningServer, tmp_path: Path) -> None:

@@ -12,9 +12,10 @@ from pydantic import Field
 
 from models.video import VideoInfo
 from models.videomae.inference import ClipInputError, Window
-from server.jobs.runner import JobIO, frames_of, retrying
+from server.jobs.runner import JobIO, frames_of
 from server.jobs.store import Job
 from server.scheduler import Priority
+from server.scheduler.drive import retrying
 from server.sessions.store import SessionCore
 from server.state import ServerState
 from server.tasks.embed.service import EmbedService

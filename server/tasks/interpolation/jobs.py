@@ -18,9 +18,10 @@ from models.rife.inference import InterpolationInputError, check_scale, timestep
 from models.timeline import Deduplicator, FactorTimeline, RateTimeline, Timeline, rate_of
 from models.video import WHOLE, DecodedFrame, Trim, VideoError, VideoInfo, VideoWriter, clock_for
 from server.api.errors import ApiError
-from server.jobs.runner import FrameSource, JobIO, audio_of, retrying
+from server.jobs.runner import FrameSource, JobIO, audio_of
 from server.jobs.store import Job
 from server.scheduler import Priority
+from server.scheduler.drive import retrying
 from server.sessions.store import SessionCore
 from server.settings import Settings
 from server.tasks.interpolation.forms import InterpolationJobForm, parse_threshold

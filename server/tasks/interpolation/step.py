@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import numpy as np
 
-from server.scheduler import Overloaded, Priority, ShuttingDown
+from server.scheduler import Priority
+from server.scheduler.drive import retrying
 from server.tasks.interpolation.service import Interpolated, InterpolationService
 from server.tasks.interpolation.session import InterpolationSession
 
@@ -46,7 +47,7 @@ async def step(
                 service.interpolate,
                 session.id, session.previous, prepared, part, session.scene_change_threshold, priority,
             )  # fmt: skip
-            got = await (attempt() if number == 0 else _when_room(attempt))
+            got = await (attempt() if number == 0 else retrying(attempt))
             outputs, cut = outputs + len(got), cut or any(r.scene_change for r in got)
             if on_part is None:
                 results += got
@@ -57,20 +58,6 @@ async def step(
     session.size = (pixels.shape[0], pixels.shape[1])
     session.previous = prepared
     return results
-
-
-# why: how long a pair under way waits before asking the queue for room again
-ROOM_RETRY_S = 0.02
-
-
-async def _when_room(attempt: Callable[[], Awaitable[list[Interpolated]]]) -> list[Interpolated]:
-    while True:
-        try:
-            return await attempt()
-        except ShuttingDown:
-            raise
-        except Overloaded:
-            await asyncio.sleep(ROOM_RETRY_S)
 
 
 def _parts(timesteps: list[float], size: int) -> Iterator[list[float]]:

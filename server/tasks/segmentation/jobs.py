@@ -22,9 +22,10 @@ from models.video import DecodedFrame, VideoInfo, VideoWriter, clock_for, overla
 from models.xmem.config import XMemConfig
 from server.api.deps import read_upload
 from server.api.errors import ApiError
-from server.jobs.runner import JobIO, NoFrames, audio_of, frames_of, retrying
+from server.jobs.runner import JobIO, NoFrames, audio_of, frames_of
 from server.jobs.store import Job
 from server.scheduler import Priority
+from server.scheduler.drive import retrying
 from server.sessions.store import SessionCore
 from server.state import ServerState
 from server.tasks.segmentation.masks import decode_index_png, encode_index_png
