@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from clients import Client, FrameRejected
 from models.video import probe, read_frames
 from tests.models.test_video import close
-from tests.models.test_video_sources import H264_AAC, VFR, cut_copy
+from tests.models.test_video_sources import BFRAMES, H264_AAC, VFR, cut_copy
 from tests.server.support import RunningServer, decode, panning_frames, png, running_server, server_settings
 from tests.server.test_jobs import submit, wait_done
 from tests.server.test_stream import create, receive_frame_answer
@@ -119,6 +119,15 @@ def test_a_job_at_a_target_rate_from_a_variable_rate_source(
     assert times == pytest.approx([k / 30 for k in range(60)], abs=2e-4)
 
 
+def test_a_job_on_a_b_frame_source_has_even_gaps(retime_server: RunningServer, tmp_path: Path) -> None:
+    answer = submit(retime_server, BFRAMES, task="interpolate", factor="2", end="0.3")
+    job = wait_done(retime_server, answer.json()["id"], timeout=300)
+    assert job["state"] == "done", job
+    times = [f.time_s for f in read_frames(fetch(retime_server, job, tmp_path / "out.mp4"))]
+    assert len(times) == 2 * job["progress"]["frames_total"]
+    assert np.diff(times) == pytest.approx(np.full(len(times) - 1, 125 / 2997 / 2), abs=2e-4)
+
+
 def test_a_job_on_a_cut_file_warns(retime_server: RunningServer, tmp_path: Path) -> None:
     cut = cut_copy(H264_AAC, tmp_path, 0.5)
     job = wait_done(retime_server, submit(retime_server, cut, task="interpolate").json()["id"], timeout=300)
@@ -165,4 +174,5 @@ def test_a_png_named_mp4_is_refused_as_the_cli_refuses_it(
     Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(fake, format="PNG")
     answer = submit(retime_server, fake, task="interpolate")
     assert answer.status_code == 422
-    assert answer.json()["error"]["message"] == "clip.mp4: is a PNG image, not a video (whatever its file name says)"
+    said = answer.json()["error"]["message"]
+    assert said == "clip.mp4: is a PNG image, not a video (whatever its file name says)"
