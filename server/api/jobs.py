@@ -57,6 +57,13 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
 
     @router.post("", status_code=202, summary="Submit a clip job", response_model=JobView)
     async def submit_job(state: State, form: Annotated[JobSubmit, Form()], caller: CallerDep) -> JSONResponse:  # type: ignore[valid-type]
+        """Multipart: the `video` (any container and codec FFmpeg reads), its `task`, the
+        `model` (default: the task's first) and the task's own fields (the README's "Clip
+        jobs"). Answers 202 with the queued job and a `Location` header: poll it, then fetch
+        `result_url`. Errors: 413 for a video over `VIDSERVE_MAX_JOB_UPLOAD_BYTES`, with more
+        frames than `VIDSERVE_MAX_JOB_FRAMES` or frames over `VIDSERVE_MAX_PIXELS`; 422
+        `invalid_video` (empty, unreadable, no frames) or a field the task refuses; 429
+        `too_many_jobs` or `quota_exceeded`; 503 while the model loads or the server drains."""
         submitted = _submitted(form)
         task = state.task_named(submitted.task)
         service = _service(state, task, submitted.model)
@@ -67,14 +74,25 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
 
     @router.get("", summary="The caller's jobs", response_model=JobsView)
     async def list_jobs(state: State, caller: CallerDep) -> dict[str, object]:
+        """Every job the caller's key holds (every job, on a server without keys), as
+        `GET /v1/jobs/{id}` shows each. A finished job stays listed until its result expires
+        (`VIDSERVE_JOB_RESULT_TTL_S`) or is deleted; none outlives the process."""
         return {"jobs": [job.public() for job in state.jobs.all(caller)]}
 
     @router.get("/{job_id}", summary="A job's state, progress and error", response_model=JobView)
     async def get_job(job_id: str, state: State, caller: CallerDep) -> dict[str, object]:
+        """The job's `state` (`queued`, `running`, `done`, `failed` or `cancelled`), its
+        `progress` (`frames_done` of `frames_total`, frames/s, ETA), its `error`, the probed
+        `video`, and `result_url` once done. 404 `unknown_job` (or another key's, or one whose
+        result expired)."""
         return state.jobs.get(job_id, caller).public()
 
     @router.get("/{job_id}/result", summary="Download a finished job's result", response_model=None)
     async def get_result(job_id: str, state: State, caller: CallerDep) -> FileResponse:
+        """The finished job's file, as an attachment whose media type says what it is: a
+        video, a zip of masks, or JSON, by task. 409 `job_queued`, `job_running`, `job_failed`
+        or `job_cancelled` until there is a result (a failed job's names its error); 404
+        `unknown_job` once the job was deleted or its result expired."""
         job = state.jobs.get(job_id, caller)
         if job.result is None:
             raise ApiError(409, f"job_{job.state.value}", _not_done(job))
@@ -84,6 +102,9 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
         "/{job_id}", summary="Cancel a job, or delete a finished one and its result", response_model=JobView
     )
     async def delete_job(job_id: str, state: State, caller: CallerDep) -> dict[str, object]:
+        """Cancel a queued or running job (its queued rows are dropped between batches), or
+        forget a finished one; either way its upload and result are deleted at once and its
+        place in the key's quota frees. Answers the job as it ended. 404 `unknown_job`."""
         job = await state.jobs.delete(job_id, caller)
         return job.public()
 

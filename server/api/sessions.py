@@ -54,6 +54,13 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
         request: Request,
         caller: CallerDep,
     ) -> JSONResponse:
+        """The body is one task's session settings, told apart by `task` (docs/protocol.md
+        §1, §10, §11); an unknown field is refused. Answers 201 with the session, its `url`,
+        the `stream_url` of the websocket to attach, `ttl_s` (how long it may idle), and a
+        `Location` header. Errors: 404 `unknown_model`; 422 for a field out of bounds; 429
+        `too_many_sessions`, `memory_budget_exceeded` (the session's worst-case memory does
+        not fit) or `quota_exceeded` (the key's sessions); 503 while the model loads or the
+        server drains."""
         assert isinstance(body, BaseModel)
         task = state.task_named(getattr(body, "task"))  # noqa: B009
         service = state.service(getattr(body, "model", None), task)
@@ -77,10 +84,18 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
 
     @router.get("/{session_id}", summary="A session's state and counters", response_model=SessionView)
     async def get_session(session_id: str, state: State, caller: CallerDep) -> dict[str, object]:
+        """The session's `state` (`open`, or `streaming` with a websocket attached), its
+        counters (`frames_in`, `frames_done`, `frames_failed`, `in_flight`, `dropped`),
+        `idle_s`, and its task's own settings and counters. Reading it does not keep it
+        alive. 404 `unknown_session` (or another key's); 410 once it was deleted or expired."""
         return state.sessions.get(session_id, caller).public()
 
     @router.delete("/{session_id}", summary="Close a session and free its state", response_model=SessionView)
     async def delete_session(session_id: str, state: State, caller: CallerDep) -> dict[str, object]:
+        """Close the session: its queued engine work is dropped between batches, its memory
+        freed, and an attached stream ends with close code 1000. Answers the session as it
+        was closed (`state: closed`). 404 `unknown_session`; 410 when it was already closed
+        or had expired."""
         session = await state.sessions.close(session_id, SessionState.CLOSED, "deleted by the client", caller)
         return session.public()
 

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import checks as generic_checks
 from schemathesis.specs.openapi import checks as openapi_checks
 
+from server.app import create_app
 from server.settings import Settings
 from tests.embed_support import EMBED_MODEL
 from tests.server.support import RunningServer, running_server
@@ -97,3 +98,19 @@ def test_the_schema_declares_errors_and_the_metrics_text(every_task: RunningServ
     assert "text/plain" in document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     body = document["components"]["schemas"]["InterpolationSessionCreate"]["properties"]["scale"]
     assert body["enum"] == [0.25, 0.5, 1.0, 2.0, 4.0]
+
+
+def test_every_operation_has_a_description_beyond_its_summary() -> None:
+    """What it takes, what it answers, the errors worth knowing: more than the one-line summary.
+    (The schema of an app serving all three tasks, built without starting it: no engine.)"""
+    app = create_app(Settings(models=["rife-4.0", "xmem", EMBED_MODEL]))
+    operations = [
+        (f"{method.upper()} {path}", operation)
+        for path, methods in app.openapi()["paths"].items()
+        for method, operation in methods.items()
+    ]
+    assert len(operations) >= 19
+    for name, operation in operations:
+        summary, description = operation["summary"], operation.get("description", "")
+        assert description.strip() and description != summary, name
+        assert len(description) > len(summary), name

@@ -36,7 +36,10 @@ CLIPS_PATH = "/v1/clips"  # its body is a whole video, bounded as a job's upload
     description="One segment per window of the clip (its embedding, top Kinetics-400 labels and "
     "the tokens that ran), and the mean embedding over the segments. Send the clip as a `video` "
     "file, or as repeated `frames` images in order. Videos longer than VIDSERVE_MAX_CLIP_FRAMES "
-    "go to `/v1/jobs` with `task=embed`.",
+    "go to `/v1/jobs` with `task=embed`. Errors: 413 `too_many_frames` over that bound; 422 "
+    "`clip_too_short` (fewer frames than one window spans), `size_mismatch` (frames of mixed "
+    "sizes), `invalid_video`, `invalid_argument` (a `stride` off the tubelets, an odd "
+    "`frames_per_clip`, video and frames together or neither); 400 `invalid_image`.",
 )
 async def embed_clip(
     state: State,

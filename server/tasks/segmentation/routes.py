@@ -52,6 +52,15 @@ def queued(session: SegmentationSession, control: str) -> dict[str, object]:
 
 @router.post("/mask", status_code=202, summary="Give, add or correct masks on the next frame")
 async def give_mask(session_id: str, body: MaskRequest, state: State, caller: CallerDep) -> dict[str, object]:
+    """The body's `mask` is an index PNG (`format: png`), COCO RLEs by id (`rle`) or one PNG
+    per id (`binary_png`), at the session's frame size (docs/protocol.md §10); `objects` names
+    the ids it sets (default: every id in it), and the other objects keep their prediction
+    outside its labelled pixels. It is queued, and applies to the session's next frame.
+    Answers 202 with `tracked_after`, the ids tracked once it applies. Errors: 400
+    `invalid_mask` (a corrupt PNG, bad base64), `invalid_rle`, `invalid_object_id`,
+    `overlapping_masks`, `too_many_objects`; 422 `mask_size_mismatch`, or
+    `invalid_argument` when the objects tracked would pass the session's `max_objects`; 409
+    `wrong_task` for a session of another task."""
     session = segmentation_session(state, session_id, caller)
     mask, ids = await asyncio.to_thread(
         decode_mask, body.mask, session.size, state.settings.max_pixels, session.max_objects
@@ -64,6 +73,9 @@ async def give_mask(session_id: str, body: MaskRequest, state: State, caller: Ca
 async def remove_object(
     session_id: str, object_id: int, state: State, caller: CallerDep
 ) -> dict[str, object]:
+    """From the session's next frame on, the object is no longer tracked and its memory is
+    freed. Answers 202 with `tracked_after`. 422 `invalid_argument` for an id that is not
+    tracked, or one a queued mask gives; 409 `wrong_task` for a session of another task."""
     session = segmentation_session(state, session_id, caller)
     queue_removal(session, object_id)
     return queued(session, "remove_object")
@@ -71,6 +83,10 @@ async def remove_object(
 
 @router.post("/reset", status_code=202, summary="Forget all memory and objects before the next frame")
 async def reset(session_id: str, state: State, caller: CallerDep) -> dict[str, object]:
+    """Before the session's next frame, every memory (sensory, working, long-term) and every
+    object is forgotten, and queued masks and removals are dropped: the next frame needs a
+    mask again. Answers 202 with `tracked_after` (empty). 409 `wrong_task` for a session of
+    another task."""
     session = segmentation_session(state, session_id, caller)
     queue_reset(session)
     return queued(session, "reset")
@@ -88,6 +104,15 @@ async def step_frame(
         str | None, Form(description="ids the mask sets, e.g. 1,3 (default: all in it)")
     ] = None,
 ) -> dict[str, object]:
+    """One step without a websocket: the multipart `image` is the session's next frame, run
+    through the same step as the stream's, optionally with its mask (an index PNG `mask`, or
+    `rle` JSON by id, and `objects`). Answers the stream's `result` message as JSON, its
+    index PNG (or `rles`) and any probability PNGs base64 in `data`. Errors: 400
+    `invalid_image`, or a mask refused as on `POST .../mask`; 413 a frame over
+    `VIDSERVE_MAX_PIXELS`; 422 `invalid_argument` (a frame before any mask, a frame of
+    another size than the session's, `mask` and `rle` together, `objects` without a mask),
+    `invalid_rle` (`rle` that is not JSON of RLEs by id), `mask_size_mismatch`; 409
+    `wrong_task`; 503 while the server drains."""
     session = segmentation_session(state, session_id, caller)
     if not state.accepting:  # why: a drain waits for frames in flight; it must not admit more
         raise ApiError(503, "not_ready", "the server is shutting down; the frame was not run")
