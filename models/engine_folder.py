@@ -23,7 +23,15 @@ import torch
 from torch import Tensor, nn
 
 from models.repository import EngineMetadata, Format, TensorInfo, engine_dir, read_metadata, write_metadata
-from models.runtime import CPU_PROVIDERS, EngineKind, OnnxRunner, ProviderSpec, Runner, TorchRunner
+from models.runtime import (
+    COMPILE_LOCK,
+    CPU_PROVIDERS,
+    EngineKind,
+    OnnxRunner,
+    ProviderSpec,
+    Runner,
+    TorchRunner,
+)
 
 SUFFIXES: dict[Format, str] = {"onnx": ".onnx", "torchscript": ".ts"}
 # why 17: every op the networks here use is standard by opset 17, and TensorRT 8.6+ and
@@ -136,7 +144,7 @@ def load_folder(
 
 
 def _write_onnx(part: ExportPart, path: Path) -> None:
-    with warnings.catch_warnings(), torch.no_grad():
+    with COMPILE_LOCK, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer chatter, expected
         # why dynamo=False: the torch.export-based exporter needs onnxscript, which is not a
         # dependency; the TorchScript-based one exports these graphs with their dynamic axes
@@ -164,7 +172,9 @@ def _write_engine(part: ExportPart, target: Path, fmt: Format) -> None:
         if fmt == "onnx":
             _write_onnx(part, tmp)
         else:
-            torch.jit.script(part.module).save(str(tmp))
+            with COMPILE_LOCK:
+                scripted = torch.jit.script(part.module)
+            scripted.save(str(tmp))
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

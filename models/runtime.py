@@ -8,6 +8,7 @@ The offline CLI and the tests use them; the server's engine layer builds on them
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol
@@ -20,6 +21,11 @@ log = logging.getLogger(__name__)
 
 EngineKind = Literal["eager", "torchscript", "onnx"]
 ENGINE_KINDS: tuple[EngineKind, ...] = ("eager", "torchscript", "onnx")
+# why a lock: TorchScript's compiler and the ONNX exporter keep process-wide state, and models
+# load side by side in threads: two RIFE models scripting IFBlock at once failed with "Can't
+# redefine method: forward on class __torch__.models.rife.ifnet.IFBlock"
+COMPILE_LOCK = threading.Lock()
+
 CPU_PROVIDERS = ("CPUExecutionProvider",)
 
 

@@ -26,6 +26,7 @@ from models.engine_folder import ONNX_OPSET  # why 17 there: GridSample 16, Resi
 from models.repository import ENGINE_FILES, EngineMetadata, Format, TensorInfo, engine_dir, write_metadata
 from models.rife.ifnet import FeatureEncoder, FlowFromFeatures, IFNet
 from models.rife.spec import SCALES, RifeSpec
+from models.runtime import COMPILE_LOCK
 
 Part = Literal["full", "encoder", "flow"]  # the whole network, or its two halves (4.22+)
 
@@ -96,7 +97,7 @@ def _prepare(net: IFNet, fp16: bool) -> IFNet:
 def _write_onnx(net: IFNet, spec: RifeSpec, path: Path, fp16: bool, part: Part) -> None:
     inputs, outputs = io_info(fp16, part, spec.encoder_channels)
     axes = _dynamic_axes([t for t in inputs + outputs if t.name != "scale"])
-    with warnings.catch_warnings(), torch.no_grad():
+    with COMPILE_LOCK, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer chatter about .item() in resize, expected
         # why dynamo=False: the torch.export exporter cannot take a runtime resize factor
         torch.onnx.export(
@@ -115,7 +116,8 @@ def _write_onnx(net: IFNet, spec: RifeSpec, path: Path, fp16: bool, part: Part) 
 
 
 def _write_torchscript(net: IFNet, path: Path, part: Part) -> None:
-    scripted = torch.jit.script(part_module(net, part))
+    with COMPILE_LOCK:
+        scripted = torch.jit.script(part_module(net, part))
     scripted.save(str(path))
 
 
