@@ -1,5 +1,6 @@
 """XMem is XMem over whole streams: every frame of the recorded streams, the memory sizes,
-and memory that stays bounded over thousands of frames with objects coming and going."""
+and memory that stays bounded with objects coming and going (bench/xmem_bound.py runs the
+same stream over thousands of frames)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from models.runtime import EngineKind
 from models.xmem.config import XMemConfig
 from models.xmem.export import XMemEngines
 from models.xmem.inference_core import InferenceCore, SegmentationInputError
-from tests.models.xmem_support import xmem_engine_params, xmem_engines
+from models.xmem.memory_manager import memory_bound_bytes
+from tests.models.xmem_support import (
+    TINY_SIZE,
+    ObjectsPlan,
+    run_objects_stream,
+    square_mask,
+    tiny_frames,
+    xmem_engine_params,
+    xmem_engines,
+)
 
 # why: the conformance README's bound for stream probabilities on float32 engines
 STREAM_TOLERANCE = 1e-3
@@ -55,73 +65,50 @@ def test_stream_conformance(
     assert memory.long_term_removals == info["long_term_removals"]
 
 
-def _tiny_frames(count: int, size: int = 16) -> list[np.ndarray]:
-    """A moving bright square on a textured background: cheap, deterministic, not constant."""
-    gen = np.random.default_rng(0)
-    base = gen.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    frames = []
-    for t in range(count):
-        frame = np.roll(base, t % size, axis=1).copy()
-        y = (t * 3) % (size - 8)
-        frame[y : y + 8, 4:12] = 255
-        frames.append(frame)
-    return frames
+def test_memory_stays_bounded_with_objects_coming_and_going(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Objects 1, 2 from frame 0, object 3 added at frame 40 (a new group), object 1 removed
+    at frame 80: both memories stay at their caps, and long-term removal keeps working across
+    groups of different lengths (XMem issue 43). ``bench/xmem_bound.py`` runs 3000 frames.
 
-
-def _square_mask(size: int, obj: int, top: int, left: int) -> np.ndarray:
-    mask = np.zeros((size, size), np.uint8)
-    mask[top : top + 8, left : left + 8] = obj
-    return mask
-
-
-def test_memory_stays_bounded_over_3000_frames(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Objects 1, 2 from frame 0, object 3 added at frame 700 (a new group), object 1 removed
-    at frame 1500: long-term removal must keep working across groups (XMem issue 43).
-
-    16×16 frames are one memory element each, so small caps make working memory consolidate
-    every 4 frames and long-term memory drop elements at nearly every consolidation."""
-    config = XMemConfig(mem_every=2, min_mid_term_frames=2, max_mid_term_frames=4, num_prototypes=6)
-    config = config.replace(max_long_term_elements=40)
+    16×16 frames are one memory element each, and caps this small make working memory
+    consolidate on every memory frame (every 2nd) and long-term memory drop an element at
+    every consolidation once it is full (after about 6)."""
+    config = XMemConfig(
+        mem_every=2, min_mid_term_frames=2, max_mid_term_frames=3, num_prototypes=1, max_long_term_elements=6
+    )
     core = InferenceCore(xmem_engines("eager", tmp_path_factory), config)
-    size = 16
-    per_frame = (size // 16) ** 2
-    work_cap = config.max_mid_term_frames * per_frame
-    first = _square_mask(size, 1, 0, 0) + _square_mask(size, 2, 8, 8)
-    peak_work = peak_long = 0
-    for t, frame in enumerate(_tiny_frames(3000, size)):
-        if t == 0:
-            result = core.step(frame, first)
-        elif t == 700:
-            result = core.step(frame, _square_mask(size, 3, 0, 8), objects=[3])
-        else:
-            if t == 1500:
-                core.remove_object(1)
-            result = core.step(frame)
-        peak_work = max(peak_work, core.state.memory.work.size)
-        peak_long = max(peak_long, core.state.memory.long.size)
-        assert torch.isfinite(result.prob).all()
+    plan = ObjectsPlan(frames=120, add_at=40, remove_at=80)
+    log = run_objects_stream(core, plan)
     memory = core.state.memory
-    assert result.object_ids == [2, 3]
-    assert peak_work <= work_cap
-    assert peak_long <= config.max_long_term_elements
-    assert memory.long_term_removals > 100, "removal kept running after object 3's group arrived"
-    assert memory.consolidations > 300
-    assert [len(g) for g in memory.groups] == [1, 1]
+    assert log.all_finite and log.object_ids == [2, 3]
+    # consolidation runs as working memory reaches T_max: after a step it holds T_min frames
+    assert config.min_mid_term_frames <= log.peak_work < config.max_mid_term_frames
+    long_cap = config.max_long_term_elements
+    assert long_cap - config.num_prototypes < log.peak_long <= long_cap
+    assert log.peak_bytes <= memory_bound_bytes(config, (TINY_SIZE, TINY_SIZE), objects=3)
+    assert memory.consolidations >= 55
+    assert log.removals_before_add >= 10, "removal ran with one group"
+    assert log.removals_before_remove - log.removals_before_add >= 15, "and kept running with two"
+    assert memory.long_term_removals - log.removals_before_remove >= 15, "and after object 1 went"
+    assert log.uneven_removals >= 30, "removal ran while the groups' lengths differed"
+    assert [len(g) for g in memory.groups] == [1, 1] and memory.long.num_groups == 2
 
 
 def test_top_k_larger_than_memory_clamps(tmp_path_factory: pytest.TempPathFactory) -> None:
     """One 16×16 frame is a single memory element; top_k 30 must not crash."""
     core = InferenceCore(xmem_engines("eager", tmp_path_factory), XMemConfig(top_k=30))
-    frames = _tiny_frames(3, 16)
-    core.step(frames[0], _square_mask(16, 1, 4, 4))
+    frames = tiny_frames(3, 16)
+    core.step(frames[0], square_mask(16, 1, 4, 4))
     result = core.step(frames[1])
     assert result.object_ids == [1] and result.prob.shape == (2, 16, 16)
 
 
 def test_removed_object_frees_its_memory(tmp_path_factory: pytest.TempPathFactory) -> None:
     core = InferenceCore(xmem_engines("eager", tmp_path_factory), XMemConfig(mem_every=1))
-    frames = _tiny_frames(4, 32)
-    core.step(frames[0], _square_mask(32, 4, 0, 0) + _square_mask(32, 9, 16, 16))
+    frames = tiny_frames(4, 32)
+    core.step(frames[0], square_mask(32, 4, 0, 0) + square_mask(32, 9, 16, 16))
     core.step(frames[1])
     before = core.state.memory.nbytes()["working"]
     core.remove_object(4)
@@ -136,10 +123,10 @@ def test_removed_object_frees_its_memory(tmp_path_factory: pytest.TempPathFactor
 def test_bad_inputs_are_refused(tmp_path_factory: pytest.TempPathFactory) -> None:
     engines: XMemEngines = xmem_engines("eager", tmp_path_factory)
     core = InferenceCore(engines)
-    frame = _tiny_frames(1, 32)[0]
+    frame = tiny_frames(1, 32)[0]
     with pytest.raises(SegmentationInputError, match="mask size"):
         core.step(frame, np.zeros((16, 16), np.uint8))
-    core.step(frame, _square_mask(32, 1, 0, 0))
+    core.step(frame, square_mask(32, 1, 0, 0))
     with pytest.raises(SegmentationInputError, match="differs from the video"):
         core.step(np.zeros((48, 32, 3), np.uint8))
     with pytest.raises(SegmentationInputError, match="uint8"):
@@ -152,10 +139,10 @@ def test_deep_update_every_n_frames_lands_on_memory_frames(tmp_path_factory: pyt
     core = InferenceCore(
         xmem_engines("eager", tmp_path_factory), XMemConfig(mem_every=2, deep_update_every=7)
     )
-    frames = _tiny_frames(18, 32)
+    frames = tiny_frames(18, 32)
     deep_updates = []
     for t, frame in enumerate(frames):
-        result = core.step(frame, _square_mask(32, 1, 0, 0)) if t == 0 else core.step(frame)
+        result = core.step(frame, square_mask(32, 1, 0, 0)) if t == 0 else core.step(frame)
         assert result.is_memory_frame == (t % 2 == 0)
         if core.state.last_deep_update == t:
             deep_updates.append(t)
@@ -168,9 +155,9 @@ def test_ids_neither_tracked_nor_given_are_unlabelled(tmp_path_factory: pytest.T
     unlabelled, so object 2 keeps its prediction there: the same answer as the mask with
     those pixels 0 (once, every non-zero pixel cleared the other objects' predictions)."""
     engines = xmem_engines("eager", tmp_path_factory)
-    frames = _tiny_frames(3, 32)
-    first = _square_mask(32, 1, 0, 0) + _square_mask(32, 2, 16, 16)
-    later = _square_mask(32, 1, 2, 2)
+    frames = tiny_frames(3, 32)
+    first = square_mask(32, 1, 0, 0) + square_mask(32, 2, 16, 16)
+    later = square_mask(32, 1, 2, 2)
     with_stray = later.copy()
     with_stray[16:32, 16:32] = 7  # over object 2
     answers = []
