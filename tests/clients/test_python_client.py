@@ -209,10 +209,10 @@ def test_too_many_sessions_is_retried_until_one_closes(rife_server: RunningServe
 
 
 def test_overloaded_stream_reconnects_and_resends(rife_v40_weights: Path, engine_repository: Path) -> None:
-    """A one-row engine queue held for 3 s: one session's pair waits in it, so the other's is
+    """A one-row engine queue held for 1 s: one session's pair waits in it, so the other's is
     answered ``overloaded`` and closed with 1013; the client reconnects and resends it until
     it fits."""
-    settings = server_settings(rife_v40_weights, engine_repository, max_queue_size=1, max_queue_delay_ms=3000)
+    settings = server_settings(rife_v40_weights, engine_repository, max_queue_size=1, max_queue_delay_ms=1000)
     frames = panning_frames(2)
 
     async def run(running: RunningServer) -> list[Any]:

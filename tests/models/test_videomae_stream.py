@@ -85,8 +85,9 @@ def direct(
 def test_windows_are_the_network_on_the_same_frames(keep_ratio: float) -> None:
     """Overlapping windows (stride half a window) reuse the slices they share: each pair of
     sampled frames is embedded once, each window encoded once, and each window is what the
-    network gives its sampled frames as one clip."""
-    spec = WindowSpec(frames_per_clip=6, sampling_rate=2, stride=4, keep_ratio=keep_ratio)
+    network gives its sampled frames as one clip. At 112 (7×7 patches a slice; 224 only
+    makes it 4 times the work)."""
+    spec = WindowSpec(frames_per_clip=6, sampling_rate=2, stride=4, keep_ratio=keep_ratio, size=112)
     frames = clip_frames(21)
     windows, engines = run_stream(spec, frames)
     assert [(w.start_index, w.end_index) for w in windows] == [(0, 10), (4, 14), (8, 18)]
@@ -94,12 +95,12 @@ def test_windows_are_the_network_on_the_same_frames(keep_ratio: float) -> None:
     embeds = [r for r in engines.rows if isinstance(r, EmbedRow)]
     assert len(embeds) == 5  # sampled frames 0, 2, …, 18 in pairs: each once
     assert sum(isinstance(r, EncodeRow) for r in engines.rows) == len(windows)
-    keep = None if keep_ratio == 1 else tube_keep(spec.slices, 14, 14, keep_ratio)
+    keep = None if keep_ratio == 1 else tube_keep(spec.slices, 7, 7, keep_ratio)
     for window in windows:
         want = direct(frames, window, spec, keep)
         np.testing.assert_allclose(window.embedding, want.embedding, atol=TOLERANCE)
         np.testing.assert_allclose(window.logits, want.logits, atol=TOLERANCE)
-        assert window.tokens == (588 if keep is None else len(keep)) and window.tokens_total == 588
+        assert window.tokens == (147 if keep is None else len(keep)) and window.tokens_total == 147
     assert windows[1].start_pts == pytest.approx(4 / 30) and windows[1].end_pts == pytest.approx(14 / 30)
 
 

@@ -140,7 +140,7 @@ def test_sessions_batch_together_and_keep_their_order(
             assert_close(decode(data), expected(reference, frames[k - 1], frames[k], 0.5))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def tiny_queue_server(rife_v40_weights: Path, engine_repository: Path) -> Iterator[RunningServer]:
     """Room for one request of 3 rows and one more row, which fills the batch of 4 and so runs
     it (``release``); until then the rows wait, whatever the machine's speed."""
@@ -151,6 +151,13 @@ def tiny_queue_server(rife_v40_weights: Path, engine_repository: Path) -> Iterat
         yield running
 
 
+def wait_for_three_rows(server: RunningServer) -> None:
+    deadline = time.monotonic() + 30
+    while server.metric("vidserve_pending_request_count", model=MODEL) < 3:
+        assert time.monotonic() < deadline, "the 3 rows never reached the queue"
+        time.sleep(0.02)
+
+
 def fill_queue(server: RunningServer) -> threading.Thread:
     """Queue 3 rows (factor 4) and return once they are waiting for their batch."""
     pair = panning_frames(2)
@@ -158,19 +165,23 @@ def fill_queue(server: RunningServer) -> threading.Thread:
     url = f"{server.url}/v1/interpolate"
     thread = threading.Thread(target=lambda: httpx.post(url, files=files, data={"factor": "4"}, timeout=180))
     thread.start()
-    deadline = time.monotonic() + 30
-    while server.metric("vidserve_pending_request_count", model=MODEL) < 3:
-        assert time.monotonic() < deadline, "the first request never reached the queue"
-        time.sleep(0.02)
+    wait_for_three_rows(server)
     return thread
 
 
-def release(server: RunningServer, holder: threading.Thread) -> None:
-    """One more row fills the held batch, which then runs: the holder gets its answer."""
+def add_the_fourth_row(server: RunningServer) -> None:
+    """Once 3 rows wait, one more fills the held batch, which then runs (not after the
+    fixture's 10 s window)."""
+    wait_for_three_rows(server)
     pair = panning_frames(2)
     files = {"frame0": png(pair[0]), "frame1": png(pair[1])}
     response = httpx.post(f"{server.url}/v1/interpolate", files=files, data={"factor": "2"}, timeout=120)
     assert response.status_code == 200
+
+
+def release(server: RunningServer, holder: threading.Thread) -> None:
+    """The fourth row: the holder gets its answer."""
+    add_the_fourth_row(server)
     holder.join(timeout=120)
     assert not holder.is_alive()
 
@@ -210,6 +221,7 @@ def test_full_queue_closes_the_stream_with_1013(tiny_queue_server: RunningServer
             await ws.recv()
             await ws.send(json.dumps({"type": "frame", "frame_index": 1}))
             await ws.send(png(frames[1]))
+            await asyncio.to_thread(add_the_fourth_row, tiny_queue_server)  # its 3 rows and this one
             _, resent = await receive_frame_answer(ws)
         return error, closed.value.rcvd.code if closed.value.rcvd else None, resent
 

@@ -33,7 +33,9 @@ def start_server(weights: Path, repository: Path, port: int, log: IO[bytes]) -> 
         "VIDSERVE_WEIGHTS": json.dumps({"rife-4.0": str(weights)}),
         "VIDSERVE_MODEL_REPOSITORY": str(repository),
         "VIDSERVE_ENGINE": "torchscript",
-        "VIDSERVE_MAX_QUEUE_DELAY_MS": "6000",  # why: holds the frame in flight while we signal
+        # why 3 s: holds the frame in flight while we signal (the signal follows within a
+        # poll, 20 ms); the drain waits the window out, so a longer one only slows the test
+        "VIDSERVE_MAX_QUEUE_DELAY_MS": "3000",
         "VIDSERVE_LOG_FORMAT": "json",
     }
     return subprocess.Popen([sys.executable, "-m", "server"], cwd=REPO_ROOT, env=env, stderr=log)
