@@ -1,19 +1,24 @@
 // The demo page: pick a task and a source, (for segmentation) paint the first frame's mask,
 // then stream frames to a session and show what comes back, with fps and latency. The tasks
-// offered are those the server serves (GET /v1/models). A server with API keys answers 401
-// until the user gives the page a key; it is kept for the tab (sessionStorage), never shown.
+// offered are those the server serves (GET /v1/models); the others stay in view, disabled,
+// each with its reason. A file the browser cannot play is named with what it does play and
+// the command line that sends it. A server with API keys answers 401 until the user gives
+// the page a key; it is kept for the tab (sessionStorage), never shown.
 //
 // window.vidserveDemo mirrors the page's state for tests and for curious users.
 
 import { describeWindow, renderLabels, windowSummary } from "./actions.js";
+import { explainUnplayable, playableFormats } from "./formats.js";
 import { colourOf, decodeIndexPng, drawOverlay, maskFromRles, maskMessage } from "./masks.js";
 import { Painter } from "./painter.js";
 import { Api, FrameError, KEY_PATTERN, Stream, StreamClosed, describeClose, isUnauthorized } from "./protocol.js";
-import { VideoSource, capture, encode, frameSize } from "./source.js";
+import { UnplayableError, VideoSource, capture, encode, frameSize, mediaError } from "./source.js";
 
 const $ = (selector) => document.querySelector(selector);
 const OBJECTS = 4; // the server's default max_objects for a segmentation session
 const FPS_WINDOW_MS = 2000;
+// the server's names of its tasks (Task.title), for "this server serves no … model"
+const TASK_TITLES = { interpolate: "interpolation", segment: "segmentation", embed: "clip encoder" };
 
 const api = new Api();
 const source = new VideoSource($("#video"));
@@ -23,12 +28,14 @@ const painter = new Painter($("#paint"), (objects) => {
 });
 
 const demo = {
-  state: "idle", // idle → ready → connecting → streaming → finishing → done | stopped | error
+  state: "idle", // idle → opening → ready → connecting → streaming → finishing → done | stopped | error
   task: "interpolate",
-  serverReady: false,
+  serverReady: false, // the server is up and serves at least one model that is ready
   needsKey: false, // the server answered 401: no key, or the one given was refused
   keyStored: false, // the page holds a key (never the key itself: this object is public)
-  models: null, // the server's models: [{name, task, state}], once read
+  models: null, // the server's models: [{name, task, state, reason}], once read
+  tasks: {}, // each task of the page: {offered, reason}, reason saying why one is not, once read
+  playableFormats: [], // the formats this browser says it plays (canPlayType), named
   sessionId: null,
   framesSent: 0,
   framesAnswered: 0, // frames answered with their results (frame_done, or a segmentation result)
@@ -50,6 +57,8 @@ const demo = {
 window.vidserveDemo = demo;
 
 let run = null; // the streaming run in progress: its stream, size and bookkeeping
+let openings = 0; // sources opened so far: a source chosen later makes an earlier one's result moot
+let openedFile = null; // the file the source plays, if it is one
 
 // --- state and display ---------------------------------------------------------------------
 
@@ -65,11 +74,22 @@ function setState(state) {
 function updateButtons() {
   const busy = ["connecting", "streaming", "finishing", "stopping"].includes(demo.state);
   const painted = demo.task !== "segment" || painter.objects.length > 0;
-  $("#start").disabled = busy || !source.kind || !demo.serverReady || demo.needsKey || !painted;
+  const offered = demo.tasks[demo.task]?.offered !== false; // why !== false: offered until the models say
+  const startable = source.kind && demo.serverReady && !demo.needsKey && painted && offered;
+  $("#start").disabled = busy || !startable;
   $("#stop").disabled = !busy && demo.state !== "done"; // a finished file's session stays open until Stop
   for (const control of document.querySelectorAll("#setup fieldset:not(#brush) :is(input, select, button)")) {
-    control.disabled = busy;
+    control.disabled = busy || isUnservedTask(control);
   }
+}
+
+const isUnservedTask = (control) => control.name === "task" && demo.tasks[control.value]?.offered === false;
+
+/** A source that cannot play: said beside the file input as well as in the errors. */
+function reportSourceError(text) {
+  reportError(text);
+  $("#source-error").textContent = text;
+  $("#source-error").hidden = false;
 }
 
 function reportError(text) {
@@ -189,24 +209,53 @@ function selectTask() {
   updateButtons();
 }
 
-/** Offer the tasks the server serves, and its VideoMAE models for actions. */
+/** Offer the tasks the server serves, the others disabled with why, and its ready VideoMAE models. */
 async function offerServedTasks() {
   try {
-    demo.models = (await api.models()).map(({ name, task, state }) => ({ name, task, state }));
+    demo.models = (await api.models()).map(({ name, task, state, reason }) => ({ name, task, state, reason }));
   } catch (error) {
     if (isUnauthorized(error)) askForKey(error);
     else reportError(`reading the server's models: ${error.message}`);
     return;
   }
   keyAccepted();
-  const served = new Set(demo.models.map((model) => model.task));
+  showTasks();
+  offerEmbedModels(demo.models.filter((model) => model.task === "embed" && model.state === "ready"));
+}
+
+function showTasks() {
   const radios = [...document.querySelectorAll('input[name="task"]')];
-  if (!radios.some((radio) => served.has(radio.value))) return; // a server of tasks this page lacks
-  for (const radio of radios) radio.closest("label").hidden = !served.has(radio.value);
-  if (!served.has(settings().task)) radios.find((radio) => served.has(radio.value)).checked = true;
-  const embedModels = demo.models.filter((model) => model.task === "embed");
-  $("#embed-model").replaceChildren(...embedModels.map((model) => new Option(model.name, model.name)));
-  selectTask();
+  for (const radio of radios) {
+    const reason = unservedReason(radio.value);
+    demo.tasks[radio.value] = { offered: reason === null, reason };
+    const label = radio.closest("label");
+    label.classList.toggle("unserved", reason !== null);
+    label.querySelector(".reason").textContent = reason ?? "";
+  }
+  const offered = radios.filter((radio) => demo.tasks[radio.value].offered);
+  if (offered.length > 0 && !demo.tasks[settings().task].offered) {
+    offered[0].checked = true;
+    selectTask();
+  }
+  updateButtons();
+}
+
+/** Why `task` cannot run here, or null: the server serves no model of it, or none is ready yet. */
+function unservedReason(task) {
+  const models = demo.models.filter((model) => model.task === task);
+  if (models.length === 0) return `this server serves no ${TASK_TITLES[task]} model`;
+  if (models.some((model) => model.state === "ready")) return null;
+  return models.map(modelState).join("; ");
+}
+
+const modelState = ({ name, state, reason }) =>
+  state === "failed" ? `${name} failed to load: ${reason ?? "the server gave no reason"}` : `${name} is ${state}`;
+
+function offerEmbedModels(models) {
+  const picker = $("#embed-model");
+  const chosen = picker.value; // why kept: the list is read again while other models load
+  picker.replaceChildren(...models.map((model) => new Option(model.name, model.name)));
+  if (models.some((model) => model.name === chosen)) picker.value = chosen;
 }
 
 function buildObjectPicker() {
@@ -242,36 +291,59 @@ async function loadFirstFrame() {
   drawTo($("#original"), canvas);
 }
 
-async function openSource(open) {
+/** Open a source (`file`: the file chosen, if it is one); one that cannot play says why. */
+async function openSource(open, file = null) {
+  const opening = ++openings;
   try {
     stopRun();
+    setState("opening");
+    $("#source-error").hidden = true;
+    openedFile = file;
     await open();
+    if (opening !== openings) return;
     await loadFirstFrame();
-    setState("ready");
+    if (opening === openings) setState("ready");
   } catch (error) {
-    reportError(`source: ${error.message}`);
+    if (opening !== openings) return;
+    source.release(); // why: a source that cannot play is none, so Start stays off
+    reportSourceError(file ? unplayable(file, error) : `source: ${error.message}`);
     setState("error");
   }
 }
 
+/** Why `file` cannot play, what this browser plays instead, and the CLI command for it. */
+function unplayable(file, error) {
+  const reason = error instanceof UnplayableError ? error.reason : error.message;
+  const server = api.url("").href.replace(/\/$/, "");
+  return explainUnplayable(file, reason, { formats: demo.playableFormats, task: settings().task, server });
+}
+
 async function watchReadiness() {
-  // why poll: engines may still be loading (503 with a body) when the page opens
+  // why poll: engines may still be loading (503 with a body) when the page opens, and one
+  // model is served while another loads; a failed one stays failed until a restart
   for (;;) {
     try {
       const ready = await api.ready();
       // why before serverReady: Start is offered with the served tasks, not before them
-      if (ready.ready) await offerServedTasks();
-      demo.serverReady = Boolean(ready.ready);
-      $("#ready").textContent = ready.ready
-        ? `ready: ${ready.models.join(", ")}`
-        : `not ready: ${ready.error ?? (ready.draining ? "draining" : "engines loading")}`;
+      if (!demo.needsKey) await offerServedTasks(); // why not asking again: the key field waits
+      const models = demo.models ?? [];
+      const serving = models.filter((model) => model.state === "ready").map((model) => model.name);
+      demo.serverReady = !ready.draining && (ready.ready || serving.length > 0);
+      $("#ready").textContent = readiness(ready, serving);
       updateButtons();
-      if (ready.ready) return;
+      const settled = demo.models !== null && !models.some((model) => model.state === "loading");
+      if (!ready.draining && (ready.ready || settled)) return;
     } catch (error) {
       $("#ready").textContent = `server unreachable: ${error.message}`;
     }
     await new Promise((resolve) => setTimeout(resolve, 2000));
   }
+}
+
+function readiness(ready, serving) {
+  if (ready.ready) return `ready: ${ready.models.join(", ")}`;
+  const why = `not ready: ${ready.error ?? (ready.draining ? "draining" : "engines loading")}`;
+  return serving.length > 0 && !ready.draining ? `serving ${serving.join(", ")}; ${why}` : why;
 }
 
 // --- the API key ---------------------------------------------------------------------------
@@ -363,18 +435,68 @@ async function start() {
   }
   setState("streaming");
   current.stats = setInterval(showStats, 250);
+  // why rewound before frame 0 is sent: its answer plays a paused file on (settled), and the
+  // watch must be on by then, or the file's second frame plays unseen
+  if (source.kind === "file" && !(await rewound(current))) return;
   // the first frame: the one painted on (segmentation), and where a file starts either way
   if (source.kind === "file" || options.task === "segment") queueFrame(current, painter.frame, 0);
-  if (source.kind === "file") {
+  if (source.kind === "file") playFile(current);
+  else current.unwatch = source.watch((time) => onVideoFrame(current, time));
+}
+
+async function rewound(current) {
+  try {
     await source.rewind();
-    source.video.addEventListener("ended", () => finish(current), { once: true });
-    current.unwatch = source.watch((time) => {
-      // why: the file was sent from its rewound first frame; skip that frame if presented again
-      if (time > 0) onVideoFrame(current, time);
-    });
-    await source.video.play();
-  } else {
-    current.unwatch = source.watch((time) => onVideoFrame(current, time));
+    return true;
+  } catch (error) {
+    sourceFailed(current, error);
+    return false;
+  }
+}
+
+/** Play the file from its first frame (sent already), sending each frame presented after it. */
+function playFile(current) {
+  const video = source.video;
+  video.addEventListener("ended", () => finish(current), { once: true });
+  let sentTime = 0; // the media time of the last frame sent: the rewound first frame's, at first
+  current.unwatch = source.watch((time) => {
+    // why: a frame presented again (the rewound first one, or one after a pause) is sent once
+    if (time <= sentTime) return;
+    sentTime = time;
+    onVideoFrame(current, time);
+  });
+  video.play().catch((error) => {
+    // why AbortError aside: a file paused for the server before it began playing is ours
+    if (error.name !== "AbortError") sourceFailed(current, error);
+  });
+}
+
+/** The file stopped playing part-way (a cut file): answer the frames sent, then end in error. */
+async function sourceFailed(current, error) {
+  if (current !== run || demo.state !== "streaming") return;
+  const at = source.video.currentTime.toFixed(2);
+  reportSourceError(`source: ${error.reason ?? error.message}, ${at} s into the file`);
+  setState("finishing");
+  await drain(current);
+  if (current !== run) return;
+  stopRun();
+  source.release(); // why: what is left of it cannot play, so Start stays off
+  setState("error");
+}
+
+/**
+ * The video element failed. While a source opens, the step waiting on it says so (source.js);
+ * a file ready to start can still fail after its first frame (a cut file), and a file
+ * streaming ends its run.
+ */
+function onVideoError() {
+  const error = mediaError(source.video);
+  if (run && demo.state === "streaming") {
+    sourceFailed(run, error);
+  } else if (demo.state === "ready" && openedFile) {
+    source.release();
+    reportSourceError(unplayable(openedFile, error));
+    setState("error");
   }
 }
 
@@ -428,7 +550,8 @@ function settled(current) {
   current.outstanding--;
   const video = source.video;
   const waiting = source.kind === "file" && demo.state === "streaming" && video.paused && !video.ended;
-  if (waiting && current === run && current.outstanding < current.options.inFlight) video.play();
+  // why the empty catch: a file that stops decoding is reported by its error event (onVideoError)
+  if (waiting && current === run && current.outstanding < current.options.inFlight) video.play().catch(() => {});
 }
 
 function onShowError(error) {
@@ -589,9 +712,12 @@ for (const radio of document.querySelectorAll('input[name="task"]')) radio.addEv
 $("#camera").addEventListener("click", () => openSource(() => source.openCamera()));
 $("#file").addEventListener("change", (event) => {
   const [file] = event.target.files;
-  if (file) openSource(() => source.openFile(file));
+  if (file) openSource(() => source.openFile(file), file);
 });
-$("#max-width").addEventListener("change", () => loadFirstFrame());
+$("#video").addEventListener("error", () => onVideoError());
+$("#max-width").addEventListener("change", () => {
+  loadFirstFrame().catch((error) => reportError(`source: ${error.message}`));
+});
 $("#brush-size").addEventListener("input", (event) => {
   painter.radius = Number(event.target.value);
 });
@@ -605,6 +731,7 @@ $("#auth").addEventListener("submit", (event) => useKey(event));
 $("#forget-key").addEventListener("click", () => forgetKey());
 $("#stop").addEventListener("click", () => stop());
 
+demo.playableFormats = playableFormats(source.video);
 buildObjectPicker();
 selectTask();
 setState("idle");

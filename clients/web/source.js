@@ -2,6 +2,31 @@
 // a <video> element, and how one is taken: drawn to a canvas at the session's frame size,
 // then encoded as an image file the server decodes (PNG, JPEG or WebP, protocol §3).
 
+// why 10 s: a local file's header and first frame load in well under a second, and a browser
+// that has neither loaded nor refused one by then does not (a cut MP4 can leave a seek unanswered)
+const LOAD_TIMEOUT_MS = 10000;
+// what a MediaError's code means to a user (HTML's MediaError codes 1 to 4)
+const MEDIA_ERRORS = {
+  1: "loading it was aborted",
+  2: "reading the file failed",
+  3: "decoding it failed",
+  4: "this browser cannot open its container or codecs",
+};
+
+/** The browser cannot use this video; `reason` says why, in a user's words. */
+export class UnplayableError extends Error {
+  constructor(reason) {
+    super(`cannot play this video: ${reason}`);
+    this.reason = reason;
+  }
+}
+
+/** The element's error (the browser's own message included) as an UnplayableError. */
+export function mediaError(video) {
+  const meaning = MEDIA_ERRORS[video.error?.code] ?? "the browser refused it";
+  return new UnplayableError(video.error?.message ? `${meaning} (${video.error.message})` : meaning);
+}
+
 export class VideoSource {
   constructor(video) {
     this.video = video;
@@ -24,9 +49,11 @@ export class VideoSource {
   async openFile(file) {
     this.release();
     this.objectUrl = URL.createObjectURL(file);
-    this.kind = "file";
     this.video.src = this.objectUrl;
     await this.ready();
+    // why: a file whose video the browser cannot decode may still load, as its audio alone
+    if (!this.video.videoWidth) throw new UnplayableError("this browser decodes no video track in it");
+    this.kind = "file"; // why only now: a file that cannot play is no source, and Start stays off
     await this.rewind();
   }
 
@@ -35,7 +62,7 @@ export class VideoSource {
     if (this.kind !== "file") return;
     this.video.pause();
     const shown = this.presented();
-    const seeked = once(this.video, "seeked");
+    const seeked = settle(this.video, "seeked", "seeking to its first frame");
     this.video.currentTime = 0; // a seek even where it is 0 already: it presents the frame
     await Promise.all([seeked, shown]);
   }
@@ -60,14 +87,7 @@ export class VideoSource {
     this.video.muted = true;
     this.video.playsInline = true;
     if (this.video.readyState >= HTMLMediaElement.HAVE_CURRENT_DATA) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      this.video.addEventListener("loadeddata", () => resolve(), { once: true });
-      this.video.addEventListener(
-        "error",
-        () => reject(new Error(`cannot play this video: ${this.video.error?.message || "unsupported format"}`)),
-        { once: true },
-      );
-    });
+    return settle(this.video, "loadeddata", "loading it");
   }
 
   get width() {
@@ -80,8 +100,9 @@ export class VideoSource {
 
   /**
    * Call onFrame(mediaTime) for each new video frame while the video plays, until stopped.
-   * requestVideoFrameCallback fires once per presented frame; where it is missing,
-   * animation frames stand in and repeated frames are skipped by their time.
+   * requestVideoFrameCallback fires at most once per rendering step, so a browser too busy
+   * to render in time shows frames no callback sees. Where it is missing, animation frames
+   * stand in and repeated frames are skipped by their time.
    */
   watch(onFrame) {
     let active = true;
@@ -148,6 +169,23 @@ export async function encode(canvas, type = "image/png", quality = 0.9) {
   return blob.arrayBuffer();
 }
 
-function once(target, event) {
-  return new Promise((resolve) => target.addEventListener(event, resolve, { once: true }));
+/**
+ * Resolves on the video's `event`; rejects on its error, or when the browser has said
+ * neither in LOAD_TIMEOUT_MS. Why both: a cut file can error after "loadeddata", leaving
+ * the seek that follows unanswered. `doing` names the step for the timeout's message.
+ */
+function settle(video, event, doing) {
+  if (video.error) return Promise.reject(mediaError(video)); // why: an element errors once
+  return new Promise((resolve, reject) => {
+    const listening = new AbortController();
+    const end = (settleWith) => {
+      clearTimeout(timer);
+      listening.abort();
+      settleWith();
+    };
+    const silent = `the browser neither played nor refused it in ${LOAD_TIMEOUT_MS / 1000} s (${doing})`;
+    const timer = setTimeout(() => end(() => reject(new UnplayableError(silent))), LOAD_TIMEOUT_MS);
+    video.addEventListener(event, () => end(resolve), { signal: listening.signal });
+    video.addEventListener("error", () => end(() => reject(mediaError(video))), { signal: listening.signal });
+  });
 }

@@ -6,8 +6,10 @@ serving VideoMAE vit-s on hashed weights.
 Chromium is driven over the Chrome DevTools protocol with the ``websockets`` library (no
 browser download, no extra dependency). A small VP8 WebM made with PyAV is given to the
 page's file input; for segmentation a brush stroke per object is painted with real mouse
-events first. A screenshot of each run goes to ``artifacts/web-demo/`` (or
-``$VIDSERVE_ARTIFACTS/web-demo/``).
+events first. Files the browser cannot play (an AVI of ``tests/data/videos``, an MP4 of a
+video codec no browser decodes, a cut MP4) must be named with what it plays instead, and
+tasks the server does not serve shown disabled with why. A screenshot of each run goes to
+``artifacts/web-demo/`` (or ``$VIDSERVE_ARTIFACTS/web-demo/``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import contextlib
 import itertools
 import json
 import os
+import shlex
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
@@ -26,9 +30,11 @@ from typing import Any
 
 import av
 import httpx
+import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from clients.cli import build_parser
 from models.videomae.config import get_config
 from models.videomae.inference import WindowSpec
 from models.videomae.labels import k400_labels
@@ -37,9 +43,13 @@ from server.settings import Settings
 from tests.conftest import REPO_ROOT
 from tests.embed_support import EMBED_MODEL, SMALL_WINDOW, embed_settings
 from tests.server.support import RunningServer, panning_frames, running_server
+from tests.server.test_models import settings_without_xmem_weights, stalling_mirror
+from tests.server.test_models import wait_for as wait_for_models
 from tests.server.test_segmentation import xmem_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
+VIDEOS = REPO_ROOT / "tests" / "data" / "videos"
+CUP_FRAMES = 40  # cup_h264_aac.mp4's, as its README says
 WIDTH, HEIGHT, FRAMES = 128, 96, 10
 # why 30: a 4×2 window spans 7 frames and they start 8 apart, so even if the browser skips
 # some presented frames the file gives the actions mode more than one window
@@ -117,6 +127,31 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def clip_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return pan_webm(tmp_path_factory.mktemp("web_demo_video") / "clip.webm", CLIP_FRAMES)
+
+
+@pytest.fixture(scope="module")
+def mpeg4_with_sound(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MPEG-4 Part 2 video, which no browser decodes, with AAC sound, which Chromium plays: the
+    file loads as sound alone, a video of no pictures (what an HEVC MP4 is to many browsers)."""
+    path = tmp_path_factory.mktemp("web_demo_video") / "mpeg4_with_sound.mp4"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        audio = container.add_stream("aac", rate=44100)
+        for pixels in panning_frames(FRAMES, height=HEIGHT, width=WIDTH, step=3):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(video.encode(None))
+        silence = av.AudioFrame.from_ndarray(np.zeros((1, 44100), np.float32), format="fltp", layout="mono")
+        silence.sample_rate = 44100
+        container.mux(audio.encode(silence))
+        container.mux(audio.encode(None))
+    return path
+
+
+def cut_copy(source: Path, path: Path, size: int) -> Path:
+    """The first ``size`` bytes of ``source``: a download broken off."""
+    path.write_bytes(source.read_bytes()[:size])
+    return path
 
 
 @pytest.fixture()
@@ -284,7 +319,10 @@ OPAQUE_PIXELS = """(() => {{
 }})()"""
 # the tasks the page offers (those the server serves), in page order
 OFFERED_TASKS = """[...document.querySelectorAll('input[name="task"]')]
-  .filter((radio) => !radio.closest("label").hidden).map((radio) => radio.value)"""
+  .filter((radio) => !radio.disabled).map((radio) => radio.value)"""
+# each task's reason shown beside it ("" for one offered), by task
+SHOWN_REASONS = """Object.fromEntries([...document.querySelectorAll('input[name="task"]')]
+  .map((radio) => [radio.value, radio.closest("label").querySelector(".reason").textContent]))"""
 
 
 async def open_demo(page: Page, server: RunningServer, task: str, video: Path) -> None:
@@ -302,6 +340,33 @@ def server_session(server: RunningServer, session_id: str) -> dict[str, Any]:
     return session
 
 
+# the media time of each frame the page sends, read off its websocket: what the server gets
+WATCH_SENT = """window.sentPts = [];
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  const header = typeof data === "string" ? JSON.parse(data) : null;
+  if (header?.type === "frame") window.sentPts.push(header.pts);
+  return send.call(this, data);
+};
+true"""
+
+
+def frame_times(path: Path) -> list[float]:
+    """Each frame's presentation time in seconds, as decoded by FFmpeg."""
+    with av.open(str(path)) as container:
+        return [float(frame.time) for frame in container.decode(video=0) if frame.time is not None]
+
+
+def check_sent_in_order(sent: list[float], times: list[float]) -> None:
+    """Frames of the file, each once, in order, from its first two. Why the second: it was
+    lost when the first frame's answer played the file on before the page watched its frames.
+    Why not every frame: a browser too busy to render in time shows frames it calls the page
+    for none of (requestVideoFrameCallback runs at most once per rendering step)."""
+    assert len(sent) >= 3 and sent[:2] == pytest.approx(times[:2], abs=1e-3), (sent, times)
+    assert sent == sorted(set(sent)), sent
+    assert all(min(abs(time - pts) for time in times) < 1e-3 for pts in sent), (sent, times)
+
+
 async def stop_and_check_closed(page: Page, server: RunningServer, session_id: str) -> None:
     await page.click("#stop")
     await page.wait_for("window.vidserveDemo.state === 'stopped'")
@@ -311,22 +376,31 @@ async def stop_and_check_closed(page: Page, server: RunningServer, session_id: s
 def test_interpolation_from_a_video_file(
     demo_server: RunningServer, video: Path, artifacts: Path, tmp_path: Path
 ) -> None:
-    async def run() -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    async def run() -> tuple[dict[str, Any], dict[str, Any], list[float], list[str]]:
         async with browser(tmp_path / "profile") as page:
             await open_demo(page, demo_server, "interpolate", video)
             assert await page.evaluate(OFFERED_TASKS) == ["interpolate", "segment"]  # no embed model
+            reasons = await page.evaluate(SHOWN_REASONS)
+            assert reasons == {
+                "interpolate": "",
+                "segment": "",
+                "embed": "this server serves no clip encoder model",
+            }
             await page.evaluate("document.querySelector('#max-width').value = 128")
+            await page.evaluate(WATCH_SENT)
             await page.click("#start")
             await page.wait_for("window.vidserveDemo.state === 'done'")
             demo = await page.evaluate("window.vidserveDemo")
+            sent = await page.evaluate("window.sentPts")
             await page.screenshot(artifacts / "interpolate.png")
             session = server_session(demo_server, demo["sessionId"])
             await stop_and_check_closed(page, demo_server, demo["sessionId"])
-            return demo, session, page.problems
+            return demo, session, sent, page.problems
 
-    demo, session, problems = asyncio.run(run())
+    demo, session, sent, problems = asyncio.run(run())
     assert demo["errors"] == [] and problems == [], (demo["errors"], problems)
-    assert demo["framesSent"] >= 3, demo  # the file's first frame and those played after it
+    check_sent_in_order(sent, frame_times(video))
+    assert demo["framesSent"] == len(sent), demo
     assert session["frames_in"] == session["frames_done"] == demo["framesSent"] == demo["framesAnswered"]
     assert session["frames_failed"] == session["dropped"] == 0
     # factor 2: one in-between frame for each frame after the first, each shown by the page
@@ -414,6 +488,215 @@ def test_a_refused_session_is_shown(demo_server: RunningServer, video: Path, tmp
     assert problems == [] and demo["framesSent"] == 0 and demo["sessionId"] is None
     assert demo["lastError"].startswith("422 invalid_request") and "factor" in demo["lastError"], demo
     assert demo["lastError"] in shown
+
+
+# --- files the browser cannot play -----------------------------------------------------------
+
+H264 = 'video/mp4; codecs="avc1.42E01E"'
+# what the page shows once it has given up on a file
+REFUSAL = """({demo: window.vidserveDemo, shown: document.querySelector("#errors").textContent,
+  besideFile: document.querySelector("#source-error").textContent,
+  startDisabled: document.querySelector("#start").disabled})"""
+
+
+async def can_play(page: Page, mime: str) -> bool:
+    """The browser's own answer (canPlayType), apart from the page's."""
+    answer = await page.evaluate(f"document.createElement('video').canPlayType({json.dumps(mime)})")
+    return answer != ""
+
+
+async def refused_file(
+    page: Page, server: RunningServer, path: Path, task: str = "interpolate"
+) -> dict[str, Any]:
+    """Choose ``path`` for ``task`` on a freshly opened page; what it shows once it gives up."""
+    await page.call("Page.navigate", url=f"{server.url}/demo")
+    await page.wait_for("window.vidserveDemo && window.vidserveDemo.serverReady")
+    await page.click(f'input[name="task"][value="{task}"]')
+    await page.set_files("#file", path)
+    await page.wait_for("window.vidserveDemo.state === 'error'")
+    refusal: dict[str, Any] = await page.evaluate(REFUSAL)
+    return refusal
+
+
+def check_refused(refusal: dict[str, Any], name: str) -> str:
+    """An error, not a silent idle: it names the file and lists what the browser plays; Start
+    stays off and nothing was sent. Returns the message."""
+    demo = refusal["demo"]
+    assert demo["state"] == "error" and refusal["startDisabled"], refusal
+    assert demo["framesSent"] == 0 and demo["sessionId"] is None
+    message: str = demo["lastError"]
+    assert message.startswith(f'cannot play "{name}": ') and message in refusal["shown"], message
+    assert refusal["besideFile"] == message
+    formats = demo["playableFormats"]
+    assert "WebM (VP8)" in formats  # the suite's own videos, which this browser plays
+    assert f"This browser plays {', '.join(formats)}." in message
+    return message
+
+
+def suggested_command(message: str) -> Any:
+    """The command-line client's command the message gives, parsed by the CLI itself."""
+    argv = shlex.split(message.split("The command-line client decodes with FFmpeg: ", 1)[1])
+    assert argv[:3] == ["python", "-m", "clients"], argv
+    return build_parser().parse_args(argv[3:])
+
+
+def test_a_video_the_browser_cannot_decode_is_named(
+    demo_server: RunningServer, mpeg4_with_sound: Path, tmp_path: Path
+) -> None:
+    """Its sound loads, its pictures do not: the page says so, with the formats this browser
+    plays (only those it answers for) and the CLI command, instead of streaming no picture."""
+
+    async def run() -> tuple[dict[str, Any], bool, list[str]]:
+        async with browser(tmp_path / "profile") as page:
+            refusal = await refused_file(page, demo_server, mpeg4_with_sound)
+            theora = await can_play(page, 'video/ogg; codecs="theora"')
+            return refusal, theora, page.problems
+
+    refusal, theora, problems = asyncio.run(run())
+    assert problems == [], problems
+    message = check_refused(refusal, mpeg4_with_sound.name)
+    assert "this browser decodes no video track in it" in message, message
+    assert ("Ogg (Theora)" in refusal["demo"]["playableFormats"]) == theora
+    args = suggested_command(message)
+    assert (args.command, args.video, args.server) == (
+        "interpolate",
+        Path(mpeg4_with_sound.name),
+        demo_server.url,
+    )
+
+
+def test_an_avi_is_named_with_the_command_line_client(
+    demo_server: RunningServer, artifacts: Path, tmp_path: Path
+) -> None:
+    """No browser plays AVI: the page says so and gives the CLI command for the task chosen."""
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+        async with browser(tmp_path / "profile") as page:
+            bframes = await refused_file(page, demo_server, VIDEOS / "megamind_bframes.avi")
+            vfr = await refused_file(page, demo_server, VIDEOS / "tree_vfr.avi", task="segment")
+            await page.screenshot(artifacts / "unplayable-avi.png")
+            return bframes, vfr, page.problems
+
+    bframes, vfr, problems = asyncio.run(run())
+    assert problems == [], problems
+    for refusal, name, task in (
+        (bframes, "megamind_bframes.avi", "interpolate"),
+        (vfr, "tree_vfr.avi", "segment"),
+    ):
+        message = check_refused(refusal, name)
+        assert "browsers cannot play AVI files" in message, message
+        args = suggested_command(message)
+        assert (args.command, args.video, args.server) == (task, Path(name), demo_server.url)
+    assert suggested_command(vfr["demo"]["lastError"]).mask == Path("FIRST_FRAME_MASK.png")
+
+
+def test_a_cut_mp4_is_an_error_and_the_next_file_plays(
+    demo_server: RunningServer, video: Path, tmp_path: Path
+) -> None:
+    """Issue 15: a cut download (cup_h264_aac.mp4's index and a few of its frames) left the
+    page "idle", Start off, saying nothing: its first frame loads, then decoding fails (a
+    browser without H.264 refuses it at once). Now it is an error naming the file, and the
+    next file chosen plays and streams every frame."""
+    cut = cut_copy(VIDEOS / "cup_h264_aac.mp4", tmp_path / "cup_cut.mp4", 6000)
+
+    async def run() -> tuple[dict[str, Any], bool, dict[str, Any], dict[str, Any], list[str]]:
+        async with browser(tmp_path / "profile") as page:
+            refusal = await refused_file(page, demo_server, cut)
+            await page.set_files("#file", video)
+            await page.wait_for("window.vidserveDemo.state === 'ready'")
+            startable = await page.evaluate(
+                "!document.querySelector('#start').disabled && document.querySelector('#source-error').hidden"
+            )
+            await page.click("#start")
+            await page.wait_for("window.vidserveDemo.state === 'done'")
+            demo = await page.evaluate("window.vidserveDemo")
+            session = server_session(demo_server, demo["sessionId"])
+            await stop_and_check_closed(page, demo_server, demo["sessionId"])
+            return refusal, startable, demo, session, page.problems
+
+    refusal, startable, demo, session, problems = asyncio.run(run())
+    assert problems == [], problems
+    message = check_refused(refusal, "cup_cut.mp4")
+    assert "decoding it failed" in message or "cannot open its container or codecs" in message, message
+    assert startable and demo["errors"] == [], demo
+    assert session["frames_in"] == session["frames_done"] == demo["framesSent"] == FRAMES
+
+
+async def skip_without_h264(page: Page) -> str | None:
+    """Why an H.264 test cannot run in this browser, or None (Debian's Chromium 156 decodes it)."""
+    return None if await can_play(page, H264) else "this Chromium decodes no H.264"
+
+
+def test_an_h264_mp4_sends_every_frame(demo_server: RunningServer, tmp_path: Path) -> None:
+    """cup_h264_aac.mp4 where the browser decodes H.264 (Debian's Chromium 156 does) plays
+    and streams: its frames in order, each once, from its first two."""
+    cup = VIDEOS / "cup_h264_aac.mp4"
+
+    async def run() -> tuple[str | None, dict[str, Any], dict[str, Any], list[float], list[str]]:
+        async with browser(tmp_path / "profile") as page:
+            await page.call("Page.navigate", url=f"{demo_server.url}/demo")
+            await page.wait_for("window.vidserveDemo && window.vidserveDemo.serverReady")
+            if skipped := await skip_without_h264(page):
+                return skipped, {}, {}, [], []
+            await page.evaluate("document.querySelector('#max-width').value = 128")
+            await page.set_files("#file", cup)
+            await page.wait_for("window.vidserveDemo.state === 'ready'")
+            await page.evaluate(WATCH_SENT)
+            await page.click("#start")
+            await page.wait_for("window.vidserveDemo.state === 'done'")
+            demo = await page.evaluate("window.vidserveDemo")
+            session = server_session(demo_server, demo["sessionId"])
+            await stop_and_check_closed(page, demo_server, demo["sessionId"])
+            return None, demo, session, await page.evaluate("window.sentPts"), page.problems
+
+    skipped, demo, session, sent, problems = asyncio.run(run())
+    if skipped:
+        pytest.skip(skipped)
+    assert demo["errors"] == [] and problems == [], (demo["errors"], problems)
+    times = frame_times(cup)
+    assert len(times) == CUP_FRAMES
+    check_sent_in_order(sent, times)
+    assert session["frames_in"] == session["frames_done"] == demo["framesSent"] == len(sent)
+    assert demo["resultsReceived"] == session["outputs"] == demo["framesSent"] - 1
+    assert session["frame_size"][1] == 128
+
+
+def test_a_file_that_stops_decoding_ends_the_run_in_an_error(
+    demo_server: RunningServer, tmp_path: Path
+) -> None:
+    """cup_h264_aac.mp4 cut at 60 %: its index promises frames the file lacks, so decoding
+    fails part-way. The frames sent are answered, the session closed, and the page says
+    where it stopped, instead of "streaming" for ever."""
+    whole = VIDEOS / "cup_h264_aac.mp4"
+    cut = cut_copy(whole, tmp_path / "cup_60.mp4", whole.stat().st_size * 6 // 10)
+
+    async def run() -> tuple[str | None, dict[str, Any], list[str]]:
+        async with browser(tmp_path / "profile") as page:
+            await page.call("Page.navigate", url=f"{demo_server.url}/demo")
+            await page.wait_for("window.vidserveDemo && window.vidserveDemo.serverReady")
+            if skipped := await skip_without_h264(page):
+                return skipped, {}, []
+            await page.evaluate("document.querySelector('#max-width').value = 128")
+            await page.set_files("#file", cut)
+            await page.wait_for("window.vidserveDemo.state === 'ready'")
+            await page.click("#start")
+            await page.wait_for("window.vidserveDemo.state === 'error'")
+            refusal: dict[str, Any] = await page.evaluate(REFUSAL)
+            return None, refusal, page.problems
+
+    skipped, refusal, problems = asyncio.run(run())
+    if skipped:
+        pytest.skip(skipped)
+    assert problems == [], problems
+    demo = refusal["demo"]
+    assert refusal["startDisabled"] and demo["errors"] == [demo["lastError"]] == [refusal["besideFile"]], demo
+    assert demo["lastError"].startswith("source: decoding it failed") and demo["lastError"].endswith(
+        " s into the file"
+    )
+    assert 0 < demo["framesSent"] < CUP_FRAMES, demo
+    # every frame sent was answered, as the server counted before the page closed the session
+    assert demo["server"]["frames_done"] == demo["framesAnswered"] == demo["framesSent"], demo
+    assert httpx.get(f"{demo_server.url}/v1/sessions/{demo['sessionId']}").status_code == 410
 
 
 def set_fields(values: Mapping[str, object]) -> str:
@@ -515,6 +798,96 @@ def test_a_refused_actions_session_is_shown(
     assert demo["lastError"] in shown
 
 
+# --- tasks the server does not serve ----------------------------------------------------------
+
+CHECKED_TASK = "document.querySelector('input[name=\"task\"]:checked').value"
+
+
+def test_tasks_the_server_does_not_serve_are_shown_disabled(
+    actions_server: RunningServer, tmp_path: Path
+) -> None:
+    """A server of the clip encoder alone: interpolation and segmentation stay in view,
+    disabled, each with why; a click on one chooses nothing."""
+
+    async def run() -> tuple[list[str], dict[str, str], str, dict[str, Any], list[str]]:
+        async with browser(tmp_path / "profile") as page:
+            await page.call("Page.navigate", url=f"{actions_server.url}/demo")
+            await page.wait_for("window.vidserveDemo && window.vidserveDemo.serverReady")
+            await page.click('input[name="task"][value="segment"]')
+            offered = await page.evaluate(OFFERED_TASKS)
+            reasons = await page.evaluate(SHOWN_REASONS)
+            return (
+                offered,
+                reasons,
+                await page.evaluate(CHECKED_TASK),
+                await page.evaluate("window.vidserveDemo.tasks"),
+                page.problems,
+            )
+
+    offered, reasons, checked, tasks, problems = asyncio.run(run())
+    assert problems == [], problems
+    assert offered == ["embed"] and checked == "embed"
+    assert reasons == {
+        "interpolate": "this server serves no interpolation model",
+        "segment": "this server serves no segmentation model",
+        "embed": "",
+    }
+    assert tasks == {
+        "interpolate": {"offered": False, "reason": reasons["interpolate"]},
+        "segment": {"offered": False, "reason": reasons["segment"]},
+        "embed": {"offered": True, "reason": None},
+    }
+
+
+def test_a_model_loading_then_failed_is_the_reason_shown(
+    chromium: Path,
+    rife_v40_weights: Path,
+    engine_repository: Path,
+    video: Path,
+    artifacts: Path,
+    tmp_path: Path,
+) -> None:
+    """XMem's weights download hangs, then breaks off; RIFE is served all along. The page
+    offers interpolation at once, shows segmentation disabled with XMem's state, then with
+    its failure and what to do; a file chosen meanwhile can start."""
+    page_state = f"({{offered: {OFFERED_TASKS}, reasons: {SHOWN_REASONS},"
+    page_state += " ready: document.querySelector('#ready').textContent})"
+
+    async def run(
+        server: RunningServer, release: threading.Event
+    ) -> tuple[dict[str, Any], dict[str, Any], bool, list[str]]:
+        async with browser(tmp_path / "profile") as page:
+            await page.call("Page.navigate", url=f"{server.url}/demo")
+            await page.wait_for("window.vidserveDemo && window.vidserveDemo.serverReady")
+            loading = await page.evaluate(page_state)
+            release.set()  # the download breaks off
+            await page.wait_for("window.vidserveDemo.tasks.segment.reason.includes('failed')", timeout=120)
+            failed = await page.evaluate(page_state)
+            await page.screenshot(artifacts / "model-failed.png")
+            await page.set_files("#file", video)
+            await page.wait_for("window.vidserveDemo.state === 'ready'")
+            startable = await page.evaluate("!document.querySelector('#start').disabled")
+            return loading, failed, startable, page.problems
+
+    with stalling_mirror() as (mirror, release):
+        models = ["rife-4.0", "xmem"]
+        settings = settings_without_xmem_weights(
+            rife_v40_weights, engine_repository, tmp_path / "cache", mirror, models
+        )
+        with running_server(settings, wait_ready=False) as server:
+            wait_for_models(server, {"rife-4.0": "ready", "xmem": "loading"})
+            loading, failed, startable, problems = asyncio.run(run(server, release))
+    assert problems == [], problems
+    assert loading["offered"] == failed["offered"] == ["interpolate"]
+    assert loading["reasons"]["segment"] == "xmem is loading" and loading["ready"].startswith(
+        "serving rife-4.0; "
+    )
+    reason = failed["reasons"]["segment"]
+    assert reason.startswith("xmem failed to load: ") and "python -m models fetch xmem" in reason, reason
+    assert failed["reasons"]["embed"] == "this server serves no clip encoder model"
+    assert startable
+
+
 def test_demo_files_are_served_and_nothing_else() -> None:
     """The page and its modules, with types a browser accepts for module scripts; no path
     from the URL reaches the disk. (In process and without the lifespan: static routes need
@@ -528,7 +901,15 @@ def test_demo_files_are_served_and_nothing_else() -> None:
             page = await client.get("/demo/")
             assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
             assert '<script type="module" src="main.js">' in page.text
-            for name in ("main.js", "protocol.js", "masks.js", "painter.js", "source.js", "actions.js"):
+            for name in (
+                "main.js",
+                "protocol.js",
+                "masks.js",
+                "painter.js",
+                "source.js",
+                "actions.js",
+                "formats.js",
+            ):
                 module = await client.get(f"/demo/{name}")
                 assert module.status_code == 200
                 assert module.headers["content-type"].startswith("text/javascript")
