@@ -95,6 +95,21 @@ class Settings(StoreSettings):
     job_dir: Path | None = Field(
         None, description="where uploads and results of clip jobs are kept (default: a temporary folder)"
     )
+    malloc_mmap_threshold_mb: int = Field(
+        1024,
+        ge=0,
+        le=2047,
+        description="glibc allocations above this many MiB get their own mmap, below it the heap; "
+        "0 keeps glibc's own (32 MiB at most), which faults in every large tensor anew "
+        "(bench/allocator.py: a 720p RIFE batch of 4 went from 1.6M page faults to 15k)",
+    )
+    malloc_trim_threshold_mb: int = Field(
+        1024,
+        ge=0,
+        le=2047,
+        description="free memory kept at the heap's top before it goes back to the system; at "
+        "least the mmap threshold. Resident memory stays near the peak working set",
+    )
     drain_timeout_s: float = Field(
         25.0,
         ge=0,
