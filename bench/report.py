@@ -82,8 +82,34 @@ def replace_section(text: str, name: str, body: str) -> str:
     return f"{start}\n\n{begin}\n{body}\n{end}\n"
 
 
+FORCE_ENV = "BENCH_FORCE"  # why an environment variable: every script's writes honour it alike
+
+
+def overloaded() -> str | None:
+    """Why this machine is too busy for a table (its 1-minute load above its usable cores),
+    or None. A table taken so is slower throughout and its ratios noisy (issue 16: tables
+    recorded at loads of 1.5-6 on 2 cores ran 2-3× slower)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    if load <= cores or os.environ.get(FORCE_ENV) == "1":
+        return None
+    return f"load average {load:.2f} is above the {cores} usable cores; rerun when quieter (or {FORCE_ENV}=1)"
+
+
+def refuse_when_loaded() -> None:
+    """At a benchmark's start: stop before spending the run on a table that would be refused."""
+    reason = overloaded()
+    if reason is not None:
+        raise SystemExit(f"not measuring: {reason}")
+
+
 def write_section(path: Path, name: str, body: str) -> None:
-    """Re-read the file just before writing: other benchmarks may have written meanwhile."""
+    """Re-read the file just before writing: other benchmarks may have written meanwhile.
+    Refused (the section printed, not written, and a non-zero exit) on a busy machine."""
+    reason = overloaded()
+    if reason is not None:
+        print(body)
+        raise SystemExit(f"not writing section {name!r} of {path.name}: {reason}")
     old = path.read_text() if path.is_file() else ""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(replace_section(old, name, body))
