@@ -3,8 +3,8 @@
 glibc serves every allocation above its mmap threshold (dynamic, at most 32 MiB on 64-bit) with
 a fresh mmap and unmaps it on free, so a torch tensor of tens of MB costs a page fault per
 4 KiB page every time it is made: issue 16 measured 250-290k minor faults and about 0.5 s of
-system time per 2-object XMem frame at 480×864, and 1.26M faults for a RIFE batch of 4 at
-720p. Raising the threshold keeps such blocks in the heap, where freed ones are reused; a trim
+system time per 2-object segmentation frame at 480×864, and 1.26M faults for an interpolation
+batch of 4 at 720p. Raising the threshold keeps such blocks in the heap, where freed ones are reused; a trim
 threshold above it stops glibc handing the heap's top back only to fault it in again.
 Resident memory then stays near the peak working set instead of dropping after each frame,
 bounded by the peak plus the trim threshold (measured in bench/allocator.py).

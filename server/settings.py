@@ -51,7 +51,9 @@ class Settings(StoreSettings):
         default_factory=dict, description="explicit checkpoint files by model, instead of fetching"
     )
     engine: EngineChoice = Field(
-        "auto", description="backend: auto picks onnx on a CUDA host, torchscript on CPU"
+        "auto",
+        description="backend: auto picks each model family's fastest measured here (onnx on a "
+        "CUDA host; on CPU torchscript, but onnx for segmentation)",
     )
     providers: list[str] | None = Field(
         None, description="onnxruntime execution providers, in order (default: TensorRT, CUDA, CPU on GPU)"
@@ -101,7 +103,7 @@ class Settings(StoreSettings):
         le=2047,
         description="glibc allocations above this many MiB get their own mmap, below it the heap; "
         "0 keeps glibc's own (32 MiB at most), which faults in every large tensor anew "
-        "(bench/allocator.py: a 720p RIFE batch of 4 went from 1.6M page faults to 15k)",
+        "(bench/allocator.py: an interpolation batch of 4 at 720p went from 1.6M page faults to 15k)",
     )
     malloc_trim_threshold_mb: int = Field(
         1024,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 
@@ -29,12 +29,19 @@ GPU_PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPU
 WARMUP_HW = (256, 256)  # small, so warm-up costs little; TensorRT rebuilds per new shape anyway
 
 
-def choose_backend(settings: Settings) -> EngineKind:
-    """``auto``: ONNX Runtime on a CUDA host; TorchScript on CPU, where it is fastest
-    (BENCHMARKS.md: 1.1–1.4× eager, while ORT's CPU provider is slower than eager)."""
+# What ``auto`` runs where, for a model family without its own table: ONNX Runtime on a CUDA
+# host (its CUDA and TensorRT providers), TorchScript on CPU (BENCHMARKS.md, interpolation:
+# 1.1-1.4× eager, while ORT's CPU provider was slower). A task whose family measures otherwise gives
+# its own table (``AutoEngines``), backed by its bench/ section.
+AutoEngines = Mapping[Literal["cpu", "cuda"], EngineKind]
+DEFAULT_AUTO: AutoEngines = {"cpu": "torchscript", "cuda": "onnx"}
+
+
+def choose_backend(settings: Settings, auto: AutoEngines = DEFAULT_AUTO) -> EngineKind:
+    """``VIDSERVE_ENGINE``, or for ``auto`` the family's choice on this host."""
     if settings.engine != "auto":
         return settings.engine
-    return "onnx" if torch.cuda.is_available() else "torchscript"
+    return auto["cuda" if torch.cuda.is_available() else "cpu"]
 
 
 def choose_providers(settings: Settings, model: str) -> list[ProviderSpec]:
@@ -111,7 +118,9 @@ def _mount_hint(model: str) -> str:
 # --- models exported as a folder of named parts (models/engine_folder.py) ---------------
 
 
-def load_folder_model(settings: Settings, model: str, loader: Callable[..., T]) -> T:
+def load_folder_model(
+    settings: Settings, model: str, loader: Callable[..., T], auto: AutoEngines = DEFAULT_AUTO
+) -> T:
     """``loader(model, weights, backend, fp16=, repository=, providers=, device=)`` (a
     models/ loader that exports on first use) with this server's choices; weights that do
     not fit, or fp16 without an exported engine, are an ``EngineError`` naming the model."""
@@ -119,7 +128,7 @@ def load_folder_model(settings: Settings, model: str, loader: Callable[..., T]) 
         return loader(
             model,
             resolve_weights(settings, model),
-            choose_backend(settings),
+            choose_backend(settings, auto),
             fp16=settings.fp16,
             repository=repository(settings),
             providers=choose_providers(settings, model),
@@ -130,11 +139,17 @@ def load_folder_model(settings: Settings, model: str, loader: Callable[..., T]) 
 
 
 def folder_parts(
-    settings: Settings, model: str, raw: Any, names: Sequence[str], observe: Observe, rows_input: int = 0
+    settings: Settings,
+    model: str,
+    raw: Any,
+    names: Sequence[str],
+    observe: Observe,
+    rows_input: int = 0,
+    auto: AutoEngines = DEFAULT_AUTO,
 ) -> EngineSet:
     """The model's parts ``names`` (attributes of ``raw``, the loaded runners), each metered
     and described with the file it runs from."""
-    backend = choose_backend(settings)
+    backend = choose_backend(settings, auto)
     fmt: Format = "onnx" if backend == "onnx" else "torchscript"
     folder = None if backend == "eager" else engine_dir(repository(settings), model, fmt, settings.fp16)
     parts = tuple(

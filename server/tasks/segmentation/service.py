@@ -32,7 +32,7 @@ from models.xmem.inference_core import (
 from models.xmem.loading import load_xmem_engines
 from models.xmem.memory_manager import memory_bound_bytes
 from server.engines.engine import EngineSet, warm_up
-from server.engines.loading import WARMUP_HW, folder_parts, load_folder_model
+from server.engines.loading import WARMUP_HW, AutoEngines, folder_parts, load_folder_model
 from server.scheduler import BatchStats, Priority, Scheduler, SchedulerConfig
 from server.tasks.base import LoadContext
 
@@ -130,13 +130,19 @@ def _to_input_size(result: StepResult, height: int, width: int) -> Segmented:
 # why -1: the engines' row inputs (hidden, others) end each signature, so the last input
 # counts object rows for segment and encode_value, and frames for encode_key
 ROWS_INPUT = -1
+# why ONNX Runtime on CPU too: issue 16 measured XMem's encode_key at 151 ms on ORT against 254
+# on TorchScript, and segment at 916 against 1257, at 480×864 on this project's 2-core CPU;
+# it also held up best under load (bench/xmem_core.py's table agrees: ORT 1.2-1.6× eager)
+AUTO_ENGINES: AutoEngines = {"cpu": "onnx", "cuda": "onnx"}
 
 
 def load(context: LoadContext) -> SegmentationService:
     """Load (exporting on first start) and warm up XMem's three engines, each a metered part."""
     settings, model = context.settings, context.model
-    raw = load_folder_model(settings, model, load_xmem_engines)
-    engines = folder_parts(settings, model, raw, ENGINE_NAMES, context.observe, rows_input=ROWS_INPUT)
+    raw = load_folder_model(settings, model, load_xmem_engines, AUTO_ENGINES)
+    engines = folder_parts(
+        settings, model, raw, ENGINE_NAMES, context.observe, rows_input=ROWS_INPUT, auto=AUTO_ENGINES
+    )
     xmem = XMemEngines(
         engines.runner("encode_key"), engines.runner("encode_value"), engines.runner("segment"), raw.widths
     )
