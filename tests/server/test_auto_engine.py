@@ -3,6 +3,8 @@ always wins."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from server.engines.loading import DEFAULT_AUTO, choose_backend
@@ -11,7 +13,7 @@ from server.tasks.segmentation.service import AUTO_ENGINES as SEGMENTATION_AUTO
 
 
 def test_auto_follows_the_familys_table_on_this_host() -> None:
-    host = "cuda" if torch.cuda.is_available() else "cpu"
+    host: Literal["cpu", "cuda"] = "cuda" if torch.cuda.is_available() else "cpu"
     auto = Settings(engine="auto")
     assert choose_backend(auto) == DEFAULT_AUTO[host]
     assert choose_backend(auto, SEGMENTATION_AUTO) == SEGMENTATION_AUTO[host]
