@@ -42,7 +42,7 @@ class Segmented:
     """One frame's answer at the input size, and the video after it."""
 
     index_mask: np.ndarray  # uint8 H×W: the most probable object id per pixel, 0 background
-    prob: np.ndarray  # float32 (1+N)×H×W: background, then ``object_ids``
+    prob: np.ndarray | None  # float32 (1+N)×H×W: background, then ``object_ids``; when asked
     object_ids: list[int]  # tracked objects, ascending
     is_memory_frame: bool
     state: XMemState  # the video after this frame: adopt it to go on
@@ -104,8 +104,11 @@ class SegmentationService:
         objects: Sequence[int] | None,
         size: int | None,
         priority: Priority = Priority.LIVE,
+        probabilities: bool = False,
     ) -> Segmented:
-        """frame: uint8 H×W×3; mask: uint8 H×W ids or None → the frame's masks at H×W.
+        """frame: uint8 H×W×3; mask: uint8 H×W ids or None → the frame's masks at H×W (and
+        the probabilities at H×W on the host, only when ``probabilities``: on a GPU that copy
+        is (1+N)×H×W floats a frame).
 
         ``objects`` limits which ids of ``mask`` are set (the others keep their prediction).
         Raises ``SegmentationInputError`` before anything runs for a bad frame or mask.
@@ -114,15 +117,16 @@ class SegmentationService:
             begin, state, frame, mask, objects, video=owner, device=self.device, processing_size=size
         )
         (result,) = await asyncio.gather(*self.scheduler.submit(owner, work.padded_hw, [work], priority))
-        return await asyncio.to_thread(_to_input_size, result, *frame.shape[:2])
+        height, width = frame.shape[:2]
+        return await asyncio.to_thread(_to_input_size, result, height, width, probabilities)
 
 
-def _to_input_size(result: StepResult, height: int, width: int) -> Segmented:
+def _to_input_size(result: StepResult, height: int, width: int, probabilities: bool) -> Segmented:
     """prob (1+N)×h×w → bilinear to H×W (as XMem's evaluation does), then argmax."""
     resized = at_input_size(result, height, width)
-    prob = resized.prob.float().cpu()
+    prob = resized.prob.float().cpu().numpy() if probabilities else None
     index = resized.index_mask()
-    return Segmented(index, prob.numpy(), list(result.object_ids), result.is_memory_frame, result.state)
+    return Segmented(index, prob, list(result.object_ids), result.is_memory_frame, result.state)
 
 
 # --- loading ---------------------------------------------------------------------------

@@ -49,6 +49,7 @@ async def run_frame(
             mask.objects if mask else None,
             session.processing_size,
             priority,
+            probabilities=session.probabilities,
         )
         if not session.core.closed.is_set():  # why: a closed session's memory stays freed
             session.xmem = result.state
@@ -111,6 +112,7 @@ def encode_answer(
         message["rles"] = encode_rles(result.index_mask, result.object_ids)
     if session.probabilities:
         message["probabilities"] = result.object_ids
+        assert result.prob is not None  # asked for by the session
         binaries += [encode_probability_png(np.ascontiguousarray(p)) for p in result.prob[1:]]
     message["bytes"] = [len(b) for b in binaries]  # the binary messages that follow, in order
     message["ms"] = round((time.perf_counter() - started) * 1000, 2)
