@@ -28,6 +28,8 @@ from server.jobs.store import Job, JobState, JobStore
 from server.metrics import Metrics
 from server.scheduler import SchedulerConfig
 from server.sessions import MemoryBudget, SessionStore
+from server.sessions.persist import Persistence, default_replica_id
+from server.sessions.redis_store import RedisStateStore
 from server.sessions.store import Session
 from server.settings import Settings
 from server.state import ModelState, ServedModel, ServerState
@@ -55,6 +57,8 @@ def create_app(settings: Settings | None = None, tasks: Sequence[Task[Any, Any]]
         docs_url=None,  # why: FastAPI's pages load from a CDN; server/api/docs.py serves its own
         redoc_url=None,
     )
+    if settings.state_store:
+        state.persistence = _persistence(settings)
     app.state.server = state
     routers = [health.router, models.router, sessions.build_router(tasks), stream.router, docs.router]
     routers += [jobs.build_router(tasks), demo.router, *(t.router for t in tasks if t.router is not None)]
@@ -78,10 +82,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.jobs.on_finish.append(lambda job: _job_finished(state, job))
     loader = asyncio.create_task(load_models(state), name="load-models")
     reaper = asyncio.create_task(reap_idle_sessions(state), name="reap-sessions")
+    background = [loader, reaper]
+    persistence = state.persistence
+    if persistence is not None:
+        state.sessions.on_close.append(lambda session: persistence.on_close(state, session))
+        background.append(asyncio.create_task(persistence.keep_leases(state), name="keep-leases"))
     try:
         yield
     finally:
-        await shutdown(state, loader, reaper)
+        await shutdown(state, *background)
+        if persistence is not None:
+            await persistence.store.close()
+
+
+def _persistence(settings: Settings) -> Persistence:
+    """The state store the settings name (the connection opens on first use)."""
+    assert settings.state_store is not None
+    return Persistence(
+        RedisStateStore(settings.state_store),
+        settings.replica_id or default_replica_id(),
+        settings.lease_ttl_s,
+        settings.checkpoint_every,
+        settings.session_ttl_s,
+    )
 
 
 def _warn_if_open(settings: Settings) -> None:
@@ -170,10 +193,19 @@ async def drain(state: ServerState) -> None:
         await asyncio.sleep(0.02)
     if _in_flight(state):
         log.warning("drain timeout: %d frames still in flight are cancelled", _in_flight(state))
-    await _within(state, state.sessions.close_all("closed: server shutting down"), "closing sessions")
+    await _within(state, _close_sessions(state), "closing sessions")
     while state.active_streams and _left(state) > 0:
         await asyncio.sleep(0.02)
     await asyncio.sleep(min(0.1, _left(state)))  # why: let the close frames reach the sockets
+
+
+async def _close_sessions(state: ServerState) -> None:
+    """With a state store, every session is checkpointed and let go (streams end with 1012,
+    and any replica resumes them); without, they are closed (1001)."""
+    if state.persistence is not None:
+        await state.persistence.drain(state)
+    else:
+        await state.sessions.close_all("closed: server shutting down")
 
 
 def _left(state: ServerState, keep: float = 0.0) -> float:
@@ -209,7 +241,7 @@ async def shutdown(state: ServerState, *tasks: asyncio.Task[None]) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await _within(state, state.jobs.shutdown(), "cancelling jobs")
-    await _within(state, state.sessions.close_all("closed: server shutting down"), "closing sessions")
+    await _within(state, _close_sessions(state), "closing sessions")
     # why kept: a late submit now gets ShuttingDown, not a crash
     stops = [service.scheduler.stop() for service in _services(state)]
     await _within(state, _all(stops), "stopping the engines")

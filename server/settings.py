@@ -112,6 +112,29 @@ class Settings(StoreSettings):
         description="free memory kept at the heap's top before it goes back to the system; at "
         "least the mmap threshold. Resident memory stays near the peak working set",
     )
+    state_store: str | None = Field(
+        None,
+        description="redis://host:port/db: sessions' state is kept there and resumed on any replica "
+        "(unset: sessions live in this process only)",
+    )
+    checkpoint_every: int = Field(
+        0,
+        ge=0,
+        description="with a state store, also checkpoint a streaming session every this many memory "
+        "writes (segmentation: memory frames; other tasks: frames), so a crash loses at most "
+        "that many; 0: only on drain and when a session is opened",
+    )
+    lease_ttl_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="with a state store, how long a replica's claim on a session lasts unless "
+        "renewed (it is renewed every third of it): after a crash, another replica resumes the "
+        "session this much later at most",
+    )
+    replica_id: str | None = Field(
+        None, max_length=200, description="this replica's name in leases and logs (default: host:pid)"
+    )
     drain_timeout_s: float = Field(
         25.0,
         ge=0,

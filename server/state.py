@@ -10,10 +10,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.access import ANONYMOUS, Caller
 from server.jobs.store import JobStore
 from server.metrics import Metrics
 from server.sessions import MemoryBudget, SessionStore
-from server.sessions.store import Session
+from server.sessions.persist import Persistence
+from server.sessions.store import Session, SessionNotFound
 from server.settings import Settings
 from server.tasks.base import ModelService, Task
 
@@ -87,6 +89,7 @@ class ServerState:
     accepting: bool = True  # False once a drain (SIGTERM) or shutdown begins
     active_streams: int = 0  # websockets attached to a session right now
     stop_deadline: float | None = None  # time.monotonic() by which a drain's stop must be done
+    persistence: Persistence | None = None  # the state store, when VIDSERVE_STATE_STORE is set
 
     def __post_init__(self) -> None:
         for name in self.settings.models:
@@ -145,6 +148,21 @@ class ServerState:
 
     def session_task(self, session: Session) -> Task[Any, Any]:
         return self.task_named(session.task)
+
+    async def find_session(self, session_id: str, caller: Caller = ANONYMOUS) -> Session:
+        """An open session of ``caller``'s: held here, else restored from the state store (if
+        there is one), or ``SessionNotFound``/``SessionExpired``/``SessionElsewhere``."""
+        try:
+            return self.sessions.get(session_id, caller)
+        except SessionNotFound:
+            if self.persistence is None:
+                raise
+        return await self.persistence.resume(self, session_id, caller)
+
+    def after_frame(self, session: Session) -> None:
+        """One of ``session``'s frames was answered (checkpoints, with a state store)."""
+        if self.persistence is not None:
+            self.persistence.after_frame(self, session)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ hashed XMem checkpoint, and one engine repository."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,12 @@ def videomae_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "videomae-vit-s-hashed.pth"
     torch.save({"module": hashed_state_dict(expected_shapes(get_config("vit-s")))}, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server for the whole run (tests use distinct session ids)."""
+    from tests.redis_support import redis_server
+
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -400,10 +402,13 @@ class AsyncInterpolationSession(AsyncSession):
 
 
 class AsyncSegmentationSession(AsyncSession):
-    def stream(self, *, resume: bool = False) -> AsyncSegmentationStream:
-        """The session's websocket; ``resume``: re-create and re-prime the session if the server
-        forgets it (404/410, 4404/4410) or the connection drops."""
-        return AsyncSegmentationStream(self, resume=resume)
+    def stream(self, *, resume: bool = False, replay_frames: int = 256) -> AsyncSegmentationStream:
+        """The session's websocket; ``resume``: when the connection drops or the server restarts
+        (1012), reconnect, and where a replica resumed the session from a checkpoint
+        (``resumed_from_frame``), send again the frames answered since (up to
+        ``replay_frames`` of them); where the server forgot it (404/410, 4404/4410), re-create
+        and re-prime it with the last frame and its mask."""
+        return AsyncSegmentationStream(self, resume=resume, replay_frames=replay_frames)
 
 
 class AsyncEmbedSession(AsyncSession):
@@ -565,15 +570,37 @@ class AsyncEmbedStream(_ResendingStream[EmbedFrameResult]):
                 raise protocol.rejected(message)
 
 
+# why 256: a checkpoint every memory frame (5 frames at XMem's default) loses at most 4
+# frames; this covers checkpoints as sparse as every 50 memory frames
+REPLAY_FRAMES = 256
+
+
+@dataclass
+class _Sent:
+    """A frame answered (or a control acknowledged) on a resumable stream, to send again."""
+
+    index: int | None = None  # the frame's frame_index; None for a control
+    data: bytes | None = None  # the frame's encoded image
+    mask: np.ndarray | dict[str, Any] | None = None  # the mask it brought
+    objects: list[int] | None = None
+    pts: float | None = None
+    control: str | None = None  # a control message
+
+
 class AsyncSegmentationStream(_Stream):
     """Frames in, one mask per frame out, and the controls of §10."""
 
-    def __init__(self, session: AsyncSegmentationSession, *, resume: bool = False) -> None:
+    def __init__(
+        self, session: AsyncSegmentationSession, *, resume: bool = False, replay_frames: int = REPLAY_FRAMES
+    ) -> None:
         super().__init__(session)
         self.resume = resume
         self.last_frame: bytes | None = None  # the last frame answered with a result
         self.last_mask: np.ndarray | dict[str, Any] | None = None  # its mask (index array or RLE spec)
         self.resumed = 0  # times the session was re-created
+        self.replayed = 0  # frames sent again after the server resumed the session from a checkpoint
+        # with ``resume``: what was sent since, to send again from a checkpoint's frame on
+        self._sent: deque[_Sent] = deque(maxlen=replay_frames)
 
     async def connect(self) -> None:
         try:
@@ -598,6 +625,8 @@ class AsyncSegmentationStream(_Stream):
         messages = _frame_messages(protocol.frame_header(frame_index, pts, mask, objects), data)
         result = await self._resumable(lambda: self._exchange(messages))
         self._remember(data, result)
+        if self.resume:
+            self._sent.append(_Sent(result.frame_index, data, mask, objects, pts))
         return result
 
     async def give_mask(self, mask: np.ndarray | dict[str, Any], objects: list[int] | None = None) -> None:
@@ -635,6 +664,8 @@ class AsyncSegmentationStream(_Stream):
                     raise protocol.rejected(answer)
 
         await self._resumable(exchange)
+        if self.resume:
+            self._sent.append(_Sent(control=message))
 
     async def _exchange(self, messages: list[str | bytes]) -> SegmentResult:
         await self._send(*messages)
@@ -662,7 +693,7 @@ class AsyncSegmentationStream(_Stream):
                     await self._recover(failure)
                 result: T = await call()
                 return result
-            except (StreamClosed, OSError, httpx.TransportError, FrameRejected) as exc:
+            except (VidserveError, OSError, httpx.TransportError) as exc:
                 if attempt >= self.client.max_retries or not self._recoverable(exc):
                     raise _as_overloaded(exc) if _overloaded(exc) else exc from None
                 await asyncio.sleep(self.client.delay(attempt))
@@ -676,8 +707,12 @@ class AsyncSegmentationStream(_Stream):
             return False
         if isinstance(exc, FrameRejected):
             return self.resume and exc.code == "session_closed"
-        closed_normally = isinstance(exc, StreamClosed) and exc.code == 1000  # deleted by a client
-        return self.resume and not closed_normally
+        if isinstance(exc, VidserveError) and not isinstance(exc, StreamClosed):
+            # why: another replica holds the session until its lease is released or lapses
+            return self.resume and exc.code == "session_active_elsewhere"
+        # why not 4422: the stored state is another model's; no retry changes that
+        is_final = isinstance(exc, StreamClosed) and exc.code in (1000, 4422)  # 1000: deleted by a client
+        return self.resume and not is_final
 
     async def _recover(self, exc: Exception) -> None:
         if _overloaded(exc):
@@ -690,6 +725,43 @@ class AsyncSegmentationStream(_Stream):
             await super().connect()
         except (NotFound, Gone):
             await self._recreate()
+            return
+        if self.info.get("resumed"):
+            await self._replay(self.info.get("resumed_from_frame"))
+
+    async def _replay(self, resumed_from: int | None) -> None:
+        """The server restored the session from a checkpoint taken after frame
+        ``resumed_from`` (None: before any frame): send what followed it again, frames and
+        controls in their order, their answers already given. A checkpoint older than what
+        is kept to resend re-creates and re-primes the session instead."""
+        frames = [sent.index for sent in self._sent if sent.index is not None]
+        start = 0
+        if resumed_from is not None:
+            kept = [
+                i
+                for i, sent in enumerate(self._sent)
+                if sent.index is not None and sent.index <= resumed_from
+            ]
+            if not kept and frames and frames[0] != resumed_from + 1:
+                await self._recreate()
+                return
+            start = kept[-1] + 1 if kept else 0
+        elif len(frames) == self._sent.maxlen and frames and frames[0] != 0:
+            await self._recreate()  # why: the first frames were not kept
+            return
+        for sent in list(self._sent)[start:]:
+            await self._send_again(sent)
+
+    async def _send_again(self, sent: _Sent) -> None:
+        if sent.control is not None:
+            await self._send(sent.control)
+            while protocol.parse_text(await self._recv())["type"] not in ("ack", "error"):
+                pass
+            return
+        assert sent.data is not None
+        header = protocol.frame_header(sent.index, sent.pts, sent.mask, sent.objects)
+        await self._exchange(_frame_messages(header, sent.data))
+        self.replayed += 1
 
     async def info_or_raise(self) -> None:
         """Raises NotFound/Gone when the server no longer knows the session."""

@@ -23,6 +23,8 @@ from server.jobs.store import JobLimitReached, JobNotFound
 from server.media import MediaError
 from server.scheduler import Cancelled, Overloaded, TooLarge
 from server.sessions import BudgetExceeded, SessionExpired, SessionLimitReached, SessionNotFound
+from server.sessions.persist import SessionElsewhere, StateRefused
+from server.sessions.redis_store import StoreUnavailable
 from server.sessions.store import FrameOrderError
 from server.state import NotReady, UnknownModel
 from server.tasks.base import ErrorCode
@@ -55,6 +57,9 @@ STATUS: tuple[ErrorCode, ...] = (
     ErrorCode(BudgetExceeded, 429, "memory_budget_exceeded"),
     ErrorCode(Cancelled, 409, "session_closed"),
     ErrorCode(QuotaExceeded, 429, "quota_exceeded"),  # its Retry-After is its own (access.py)
+    ErrorCode(SessionElsewhere, 409, "session_active_elsewhere"),  # with a Retry-After: its lease's
+    ErrorCode(StateRefused, 409, "state_incompatible"),
+    ErrorCode(StoreUnavailable, 503, "state_store_unavailable"),
 )
 
 
@@ -90,7 +95,8 @@ def to_api_error(exc: Exception, table: Sequence[ErrorCode] = STATUS) -> ApiErro
 
 def _response(error: ApiError) -> JSONResponse:
     headers = None
-    if error.status in (429, 503):  # why 1 by default: a full queue or a loading model clears soon
+    if error.status in (429, 503) or error.retry_after_s is not None:
+        # why 1 by default: a full queue or a loading model clears soon
         headers = {"Retry-After": str(max(1, math.ceil(error.retry_after_s or 1)))}
     return JSONResponse(error_body(error.code, str(error)), status_code=error.status, headers=headers)
 

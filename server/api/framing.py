@@ -34,13 +34,16 @@ MAX_REASON_BYTES = 123  # why: RFC 6455 §5.5 caps a close frame's payload at 12
 class CloseCode(enum.IntEnum):
     NORMAL = 1000  # the session was deleted, or the client said goodbye
     GOING_AWAY = 1001  # the server is shutting down
+    SERVICE_RESTART = 1012  # the session was checkpointed: reconnect, any replica resumes it
     INTERNAL_ERROR = 1011  # a server bug; the session may be retried
     TRY_AGAIN_LATER = 1013  # overloaded: the frame named in the last error was not run
     UNAUTHORIZED = 4401  # no API key, or an unknown one (the HTTP 401 of a websocket)
     FORBIDDEN_ORIGIN = 4403  # a browser page of an origin not allowed (VIDSERVE_ALLOWED_ORIGINS)
     UNKNOWN_SESSION = 4404  # no such session (or another key's)
-    ALREADY_STREAMING = 4409  # another websocket is attached to this session
+    # another websocket is attached to this session, or another replica holds it
+    ALREADY_STREAMING = 4409
     SESSION_GONE = 4410  # the session expired (idle TTL) or was closed
+    STATE_INCOMPATIBLE = 4422  # its stored state is another model's or weights', or unreadable
 
 
 # why 2**53: the largest integer a JSON number carries exactly (what a browser can send); an
@@ -135,6 +138,8 @@ class FrameStream:
 
     def close_code(self) -> tuple[int, str]:
         core = self.session.core
+        if core.state is SessionState.MOVED:
+            return CloseCode.SERVICE_RESTART, f"session checkpointed ({core.closed_reason}); reconnect"
         if not self.state.accepting:
             return CloseCode.GOING_AWAY, "server shutting down"
         if core.state is SessionState.CLOSED:
@@ -189,6 +194,7 @@ class FrameStream:
             with self.state.announce(self.session.model, self.session.id):
                 await self.process(index, pts, data, header, started)
             self.session.core.frames_done += 1
+            self.state.after_frame(self.session)
             self.count("ok")
             return True
         except self.client_errors as exc:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from server.access import Caller, QuotaExceeded
 from server.api.deps import CallerDep, State
 from server.api.views import CreatedSessionView, SessionView
-from server.sessions import SessionState
+from server.sessions import SessionLimitReached, SessionState
 from server.tasks.base import Task
 
 
@@ -32,6 +32,26 @@ def check_session_quota(state: State, caller: Caller) -> None:
             f"key {caller.name!r} has {held} sessions open, its quota (max_sessions); close one "
             "or wait for one to idle out",
             state.sessions.next_free_s(caller.name),
+        )
+
+
+async def _admit(state: State, task: Task[Any, Any], session: Any) -> None:
+    """A new session joins this server's; with a state store it is written there instead,
+    for whichever replica its id is routed to (and released here)."""
+    if state.persistence is None:
+        state.sessions.add(session)
+        return
+    check_room(state)
+    await state.persistence.park_new(state, session)
+    state.budget.release(session.id)
+    await task.close_session(state, session)
+
+
+def check_room(state: State) -> None:
+    """The session limit, checked before a session is written to the state store."""
+    if len(state.sessions) >= state.sessions.max_sessions:
+        raise SessionLimitReached(
+            f"{len(state.sessions)} sessions are open; the limit is {state.sessions.max_sessions}"
         )
 
 
@@ -68,7 +88,7 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
         session = await task.open_session(state, body, service)
         session.core.owner = caller.name
         try:
-            state.sessions.add(session)
+            await _admit(state, task, session)
         except Exception:
             state.budget.release(session.id)
             await task.close_session(state, session)
@@ -88,7 +108,7 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
         counters (`frames_in`, `frames_done`, `frames_failed`, `in_flight`, `dropped`),
         `idle_s`, and its task's own settings and counters. Reading it does not keep it
         alive. 404 `unknown_session` (or another key's); 410 once it was deleted or expired."""
-        return state.sessions.get(session_id, caller).public()
+        return (await state.find_session(session_id, caller)).public()
 
     @router.delete("/{session_id}", summary="Close a session and free its state", response_model=SessionView)
     async def delete_session(session_id: str, state: State, caller: CallerDep) -> dict[str, object]:
@@ -96,6 +116,7 @@ def build_router(tasks: Sequence[Task[Any, Any]]) -> APIRouter:
         freed, and an attached stream ends with close code 1000. Answers the session as it
         was closed (`state: closed`). 404 `unknown_session`; 410 when it was already closed
         or had expired."""
+        await state.find_session(session_id, caller)  # why: one kept in the state store is closed too
         session = await state.sessions.close(session_id, SessionState.CLOSED, "deleted by the client", caller)
         return session.public()
 

@@ -6,13 +6,18 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 
 from server import logs
 from server.access import SUBPROTOCOL, Unauthorized, offered_protocols
 from server.api.deps import get_caller
+from server.api.errors import error_body
 from server.api.framing import CloseCode, close
-from server.sessions import SessionExpired, SessionNotFound, SessionState
-from server.state import ServerState
+from server.sessions import BudgetExceeded, SessionExpired, SessionNotFound, SessionState
+from server.sessions.persist import SessionElsewhere, StateRefused
+from server.sessions.redis_store import StoreUnavailable
+from server.sessions.store import Session
+from server.state import NotReady, ServerState
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["sessions"])
@@ -24,6 +29,12 @@ async def stream(ws: WebSocket, session_id: str) -> None:
     logs.session_id.set(session_id[:64])
     # why before any check: a close code with a reason needs an open socket; a browser that
     # sent its key as a subprotocol gets ours back (never its key)
+    if is_handed_over(state, ws):
+        # why HTTP: a proxy retries a refused handshake on another replica (nginx's
+        # proxy_next_upstream http_503), which resumes the session from the state store
+        body = error_body("not_ready", "this replica is shutting down; another one resumes the session")
+        await ws.send_denial_response(JSONResponse(body, status_code=503, headers={"Retry-After": "1"}))
+        return
     offered = offered_protocols(ws.headers)
     await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     refused = ws.scope.get("state", {}).get("access_error")
@@ -31,13 +42,8 @@ async def stream(ws: WebSocket, session_id: str) -> None:
         code = CloseCode.UNAUTHORIZED if isinstance(refused, Unauthorized) else CloseCode.FORBIDDEN_ORIGIN
         await close(ws, code, str(refused))
         return
-    try:
-        session = state.sessions.get(session_id, get_caller(ws))
-    except SessionNotFound as exc:
-        await close(ws, CloseCode.UNKNOWN_SESSION, str(exc))
-        return
-    except SessionExpired as exc:
-        await close(ws, CloseCode.SESSION_GONE, str(exc))
+    session = await _find(state, ws, session_id)
+    if session is None:
         return
     if session.core.state is SessionState.STREAMING:
         await close(ws, CloseCode.ALREADY_STREAMING, "another stream is attached to this session")
@@ -60,3 +66,29 @@ async def stream(ws: WebSocket, session_id: str) -> None:
         if session.core.state is SessionState.STREAMING:
             session.core.state = SessionState.OPEN
         session.core.touch()
+
+
+def is_handed_over(state: ServerState, ws: WebSocket) -> bool:
+    """Draining with a state store, where the server can refuse a handshake over HTTP."""
+    can_deny = "websocket.http.response" in ws.scope.get("extensions", {})
+    return not state.accepting and state.persistence is not None and can_deny
+
+
+async def _find(state: ServerState, ws: WebSocket, session_id: str) -> Session | None:
+    """The session to attach to (restored from the state store if need be), or None once the
+    socket was closed with the reason."""
+    try:
+        return await state.find_session(session_id, get_caller(ws))
+    except SessionNotFound as exc:
+        await close(ws, CloseCode.UNKNOWN_SESSION, str(exc))
+    except SessionExpired as exc:
+        await close(ws, CloseCode.SESSION_GONE, str(exc))
+    except SessionElsewhere as exc:
+        await close(ws, CloseCode.ALREADY_STREAMING, str(exc))
+    except StateRefused as exc:
+        await close(ws, CloseCode.STATE_INCOMPATIBLE, str(exc))
+    except (NotReady, StoreUnavailable) as exc:
+        await close(ws, CloseCode.TRY_AGAIN_LATER, str(exc))
+    except BudgetExceeded as exc:
+        await close(ws, CloseCode.TRY_AGAIN_LATER, str(exc))
+    return None

@@ -83,7 +83,7 @@ class SessionView(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str
-    state: str = Field(description="open, streaming, closed or expired")
+    state: str = Field(description="open, streaming, closed, expired, or moved (to the state store)")
     created_at: float
     idle_s: float
     frames_in: int
@@ -91,6 +91,14 @@ class SessionView(BaseModel):
     frames_failed: int
     in_flight: int
     dropped: int
+    resumed: bool = Field(
+        False, description="with a state store: restored from a checkpoint, and no frame answered since"
+    )
+    resumed_from_frame: int | None = Field(
+        None,
+        description="when resumed: the frame_index the checkpoint was taken after (null: before "
+        "any frame); frames after it that were answered before are to be sent again",
+    )
     task: str
     model: str
 

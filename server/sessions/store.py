@@ -26,6 +26,7 @@ class SessionState(enum.Enum):
     STREAMING = "streaming"  # a websocket is attached
     CLOSED = "closed"  # deleted by the client
     EXPIRED = "expired"  # idle past the TTL
+    MOVED = "moved"  # checkpointed to the state store and let go here: any replica resumes it
 
 
 class SessionNotFound(LookupError):
@@ -65,6 +66,13 @@ class SessionCore:
     last_index: int | None = None  # the last frame_index taken, good frame or bad (kept across reconnects)
     owner: str | None = None  # the API key's name that opened it (None: an open server's)
     closed_reason: str | None = None  # why it was closed, once it is
+    # with a state store, from a restore until the next frame is answered: the session came
+    # back from a checkpoint, taken after frame ``resumed_from_frame`` (None: before any
+    # frame), so a client knows which frames to send again
+    resumed: bool = False
+    resumed_from_frame: int | None = None
+    checkpoint_mark: object = None  # the task's memory mark at the last frame (Task.checkpoint_mark)
+    writes_since_checkpoint: int = 0  # memory writes since the last checkpoint
     # set when the session closes, so an attached stream wakes up and ends
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -124,6 +132,8 @@ class SessionCore:
             "frames_failed": self.frames_failed,
             "in_flight": self.in_flight,
             "dropped": self.dropped,
+            "resumed": self.resumed,
+            "resumed_from_frame": self.resumed_from_frame,
         }
 
 
@@ -202,7 +212,8 @@ class SessionStore:
         session.core.state = state
         session.core.closed_reason = reason
         session.core.closed.set()
-        self._gone[session_id] = (state, session.core.owner)
+        if state is not SessionState.MOVED:  # why: a moved session is resumed, here too, not gone
+            self._gone[session_id] = (state, session.core.owner)
         while len(self._gone) > GONE_REMEMBERED:
             self._gone.popitem(last=False)
         for hook in self.on_close:
@@ -221,8 +232,8 @@ class SessionStore:
                 expired.append(session.id)
         return expired
 
-    async def close_all(self, reason: str) -> None:
+    async def close_all(self, reason: str, state: SessionState = SessionState.CLOSED) -> None:
         """Close every open session (drain, shutdown) at once: each waits for its scheduler's
         next batch boundary, and one after another they took a boundary each (issue 14)."""
-        closing = [self.close(s.id, SessionState.CLOSED, reason) for s in list(self._open.values())]
+        closing = [self.close(s.id, state, reason) for s in list(self._open.values())]
         await asyncio.gather(*closing, return_exceptions=True)  # why: one closed meanwhile is gone

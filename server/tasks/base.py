@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from fastapi import APIRouter, WebSocket
 from pydantic import BaseModel
+from torch import Tensor
 
 from models.weights.registry import get_entry
 from server.engines.engine import EngineSet, Observe
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from server.api.framing import FrameStream
     from server.jobs.store import Job
     from server.metrics import Metrics
-    from server.sessions.store import Session
+    from server.sessions.store import Session, SessionCore
     from server.state import ServerState
 
 
@@ -62,6 +63,17 @@ class ErrorCode:
     kind: type[Exception]
     status: int  # HTTP status
     code: str  # ``error.code`` in the JSON body, and over the websocket
+
+
+@dataclass
+class SavedState:
+    """A session's state as data, taken between frames: what a checkpoint writes and a
+    replica restores. Taking it is cheap (the tensors are the session's own, never written
+    in place); packing copies them out, off the event loop."""
+
+    tensors: dict[str, Tensor]  # the task's tensors by name, on any device
+    fields: dict[str, Any]  # the task's own JSON-able fields: counters, pending controls
+    settings: dict[str, Any]  # the session's settings as opened (shown in the header)
 
 
 S = TypeVar("S", bound="Session")  # the task's session type
@@ -114,6 +126,22 @@ class Task(ABC, Generic[S, M]):
     @abstractmethod
     async def run_job(self, state: ServerState, job: Job, service: M) -> None:
         """Run a clip job to its result (``job.result``, ``job.media_type``)."""
+
+    @abstractmethod
+    def save_state(self, session: S) -> SavedState:
+        """The session's state now, between frames (``models/*/state_io.py`` for the model's part)."""
+
+    @abstractmethod
+    async def restore_session(
+        self, state: ServerState, service: M, saved: SavedState, core: SessionCore
+    ) -> S:
+        """A session from a saved state over ``service`` (reserving what it needs), to go on
+        exactly where it was; ``ValueError`` for a state that does not fit."""
+
+    def checkpoint_mark(self, session: S) -> object:
+        """What changes when the session's state is written to (``VIDSERVE_CHECKPOINT_EVERY``
+        counts its changes): by default, every frame answered."""
+        return session.core.frames_done
 
     def register_metrics(self, metrics: Metrics, state: ServerState) -> None:
         """Add the task's own series to the app's registry (none by default)."""

@@ -12,10 +12,10 @@ from models.video import VideoInfo
 from models.videomae.inference import ClipInputError, ClipState
 from server.api.framing import FrameStream
 from server.jobs.store import Job
-from server.sessions.store import new_core
+from server.sessions.store import SessionCore, new_core
 from server.state import ServerState
-from server.tasks.base import ErrorCode, LoadContext, Task
-from server.tasks.embed import jobs, routes, service
+from server.tasks.base import ErrorCode, LoadContext, SavedState, Task
+from server.tasks.embed import jobs, routes, saved, service
 from server.tasks.embed.jobs import EmbedJobForm
 from server.tasks.embed.service import EmbedService
 from server.tasks.embed.session import TASK, EmbedSession, EmbedSessionCreate
@@ -53,6 +53,14 @@ class EmbedTask(Task[EmbedSession, EmbedService]):
     async def close_session(self, state: ServerState, session: EmbedSession) -> None:
         # why now: drop the ring's tensors, not when the last reference goes
         session.clip = ClipState(session.spec)
+
+    def save_state(self, session: EmbedSession) -> SavedState:
+        return saved.save_state(session)
+
+    async def restore_session(
+        self, state: ServerState, service: EmbedService, state_: SavedState, core: SessionCore
+    ) -> EmbedSession:
+        return saved.restore(state, service, state_, core)
 
     async def job_params(
         self, state: ServerState, service: EmbedService, form: BaseModel, info: VideoInfo, job_id: str

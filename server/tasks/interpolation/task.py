@@ -12,10 +12,10 @@ from models.video import VideoInfo
 from server.api.errors import ApiError
 from server.api.framing import FrameStream
 from server.jobs.store import Job
-from server.sessions.store import new_core
+from server.sessions.store import SessionCore, new_core
 from server.state import ServerState
-from server.tasks.base import ErrorCode, LoadContext, Task
-from server.tasks.interpolation import jobs, routes, service
+from server.tasks.base import ErrorCode, LoadContext, SavedState, Task
+from server.tasks.interpolation import jobs, routes, saved, service
 from server.tasks.interpolation.forms import InterpolationJobForm
 from server.tasks.interpolation.service import InterpolationService, OutputTooLarge
 from server.tasks.interpolation.session import TASK, InterpolationSession, InterpolationSessionCreate
@@ -60,6 +60,14 @@ class InterpolationTask(Task[InterpolationSession, InterpolationService]):
 
     def stream(self, state: ServerState, ws: WebSocket, session: InterpolationSession) -> FrameStream:
         return InterpolationStream(state, ws, session)
+
+    def save_state(self, session: InterpolationSession) -> SavedState:
+        return saved.save_state(session)
+
+    async def restore_session(
+        self, state: ServerState, service: InterpolationService, state_: SavedState, core: SessionCore
+    ) -> InterpolationSession:
+        return saved.restore(service, state_, core)
 
     async def job_params(
         self, state: ServerState, service: InterpolationService, form: BaseModel, info: VideoInfo, job_id: str

@@ -34,8 +34,8 @@ class MaskRequest(BaseModel):
     objects: list[ObjectId] | None = Field(None, description="ids the mask sets (default: all in it)")
 
 
-def segmentation_session(state: ServerState, session_id: str, caller: Caller) -> SegmentationSession:
-    session = state.sessions.get(session_id, caller)
+async def segmentation_session(state: ServerState, session_id: str, caller: Caller) -> SegmentationSession:
+    session = await state.find_session(session_id, caller)
     if not isinstance(session, SegmentationSession):
         raise ApiError(409, "wrong_task", f"session {session_id} is a {session.task} session")
     session.core.touch()
@@ -61,7 +61,7 @@ async def give_mask(session_id: str, body: MaskRequest, state: State, caller: Ca
     `overlapping_masks`, `too_many_objects`; 422 `mask_size_mismatch`, or
     `invalid_argument` when the objects tracked would pass the session's `max_objects`; 409
     `wrong_task` for a session of another task."""
-    session = segmentation_session(state, session_id, caller)
+    session = await segmentation_session(state, session_id, caller)
     mask, ids = await asyncio.to_thread(
         decode_mask, body.mask, session.size, state.settings.max_pixels, session.max_objects
     )
@@ -76,7 +76,7 @@ async def remove_object(
     """From the session's next frame on, the object is no longer tracked and its memory is
     freed. Answers 202 with `tracked_after`. 422 `invalid_argument` for an id that is not
     tracked, or one a queued mask gives; 409 `wrong_task` for a session of another task."""
-    session = segmentation_session(state, session_id, caller)
+    session = await segmentation_session(state, session_id, caller)
     queue_removal(session, object_id)
     return queued(session, "remove_object")
 
@@ -87,7 +87,7 @@ async def reset(session_id: str, state: State, caller: CallerDep) -> dict[str, o
     object is forgotten, and queued masks and removals are dropped: the next frame needs a
     mask again. Answers 202 with `tracked_after` (empty). 409 `wrong_task` for a session of
     another task."""
-    session = segmentation_session(state, session_id, caller)
+    session = await segmentation_session(state, session_id, caller)
     queue_reset(session)
     return queued(session, "reset")
 
@@ -113,7 +113,7 @@ async def step_frame(
     another size than the session's, `mask` and `rle` together, `objects` without a mask),
     `invalid_rle` (`rle` that is not JSON of RLEs by id), `mask_size_mismatch`; 409
     `wrong_task`; 503 while the server drains."""
-    session = segmentation_session(state, session_id, caller)
+    session = await segmentation_session(state, session_id, caller)
     if not state.accepting:  # why: a drain waits for frames in flight; it must not admit more
         raise ApiError(503, "not_ready", "the server is shutting down; the frame was not run")
     started = time.perf_counter()
@@ -132,6 +132,7 @@ async def step_frame(
             core.frames_failed += 1  # why: the error answers this frame; it is not dropped
             raise
         core.frames_done += 1
+        state.after_frame(session)
     message, binaries = await encode_answer_async(session, index, result, started)
     return {**message, "data": [base64.b64encode(b).decode() for b in binaries]}
 

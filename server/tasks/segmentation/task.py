@@ -14,10 +14,10 @@ from server.api.errors import ApiError
 from server.api.framing import FrameStream
 from server.jobs.store import Job
 from server.metrics import Metrics
-from server.sessions.store import new_core
+from server.sessions.store import SessionCore, new_core
 from server.state import ServerState
-from server.tasks.base import ErrorCode, LoadContext, Task
-from server.tasks.segmentation import jobs, memory, routes, service
+from server.tasks.base import ErrorCode, LoadContext, SavedState, Task
+from server.tasks.segmentation import jobs, memory, routes, saved, service
 from server.tasks.segmentation.jobs import SegmentationJobForm
 from server.tasks.segmentation.masks import MaskError
 from server.tasks.segmentation.service import SegmentationService
@@ -95,6 +95,19 @@ class SegmentationTask(Task[SegmentationSession, SegmentationService]):
 
     async def run_job(self, state: ServerState, job: Job, service: SegmentationService) -> None:
         await jobs.run_segmentation(state, job, service)
+
+    def save_state(self, session: SegmentationSession) -> SavedState:
+        return saved.save_state(session)
+
+    async def restore_session(
+        self, state: ServerState, service: SegmentationService, state_: SavedState, core: SessionCore
+    ) -> SegmentationSession:
+        return saved.restore(state, service, state_, core)
+
+    def checkpoint_mark(self, session: SegmentationSession) -> object:
+        # why: memory is written on memory frames only; the frames between them change the
+        # sensory memory, which a resumed client's resent frames rebuild
+        return session.xmem.last_memory_frame
 
     def register_metrics(self, metrics: Metrics, state: ServerState) -> None:
         memory.register(metrics, state)

@@ -1,0 +1,234 @@
+"""Sessions in a state store (a real redis-server): opened on one replica, resumed on another
+exactly, leased to one replica at a time, refused from other weights, gone everywhere once
+deleted. Replicas here are servers in this process; tests/deploy/test_replicas.py runs them
+as processes behind nginx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from server.settings import Settings
+from tests.server.support import RunningServer, decode, panning_frames, png, running_server
+
+FRAMES = 12
+MEM_EVERY = 2  # why: memory frames, consolidation and the sensory memory all run within 12 frames
+
+
+def replica_settings(
+    weights: Path, repository: Path, redis_url: str, name: str, rife: Path | None = None, **extra: Any
+) -> Settings:
+    models = ["xmem", "rife-4.0"] if rife else ["xmem"]
+    paths = {"xmem": weights, **({"rife-4.0": rife} if rife else {})}
+    values: dict[str, Any] = {
+        "models": models,
+        "weights": paths,
+        "model_repository": repository,
+        "engine": "torchscript",
+        "max_queue_delay_ms": 2.0,
+        "state_store": redis_url,
+        "replica_id": name,
+        "lease_ttl_s": 3.0,
+        **extra,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture(scope="module")
+def replica_b(
+    hashed_checkpoint: Path, engine_repository: Path, redis_url: str, rife_v40_weights: Path
+) -> Iterator[RunningServer]:
+    settings = replica_settings(hashed_checkpoint, engine_repository, redis_url, "b", rife_v40_weights)
+    with running_server(settings) as running:
+        yield running
+
+
+def first_mask(height: int = 64, width: int = 96) -> np.ndarray:
+    mask = np.zeros((height, width), np.uint8)
+    mask[8:30, 10:40] = 1
+    mask[34:60, 50:90] = 2
+    return mask
+
+
+def segment_body() -> dict[str, Any]:
+    return {"task": "segment", "mem_every": MEM_EVERY, "min_mid_term_frames": 2, "max_mid_term_frames": 3}
+
+
+def create(server: RunningServer, body: dict[str, Any]) -> dict[str, Any]:
+    response = httpx.post(f"{server.url}/v1/sessions", json=body, timeout=60)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def stream(
+    url: str, frames: list[np.ndarray], start: int, with_mask: bool
+) -> tuple[dict[str, Any], list[bytes]]:
+    """Frames in order over one websocket: (the session message, each frame's index PNG)."""
+    masks: list[bytes] = []
+    async with connect(url, max_size=None) as ws:
+        hello = json.loads(await ws.recv())
+        for t, frame in enumerate(frames):
+            if with_mask and t == 0:
+                await ws.send(
+                    json.dumps({"type": "frame", "frame_index": start, "mask": png_mask(first_mask())})
+                )
+            await ws.send(png(frame))
+            message = json.loads(await ws.recv())
+            assert message["type"] == "result", message
+            assert message["frame_index"] == start + t
+            binary = await ws.recv()
+            assert isinstance(binary, bytes)
+            masks.append(binary)
+    return hello, masks
+
+
+def png_mask(mask: np.ndarray) -> dict[str, str]:
+    import base64
+
+    return {"format": "png", "data": base64.b64encode(png(mask)).decode()}
+
+
+def ws_url(server: RunningServer, session_id: str) -> str:
+    return f"{server.ws_url}/v1/sessions/{session_id}/stream"
+
+
+def test_a_stream_stopped_on_one_replica_resumes_on_another_exactly(
+    hashed_checkpoint: Path, engine_repository: Path, redis_url: str, replica_b: RunningServer
+) -> None:
+    frames = [np.ascontiguousarray(f) for f in panning_frames(FRAMES)]
+    whole = create(replica_b, segment_body())
+    _, expected = asyncio.run(stream(ws_url(replica_b, whole["id"]), frames, 0, with_mask=True))
+    k = 6
+    a_settings = replica_settings(hashed_checkpoint, engine_repository, redis_url, "a")
+    with running_server(a_settings) as replica_a:
+        moved = create(replica_a, segment_body())
+        assert moved["resumed_from_frame"] is None
+        _, before = asyncio.run(stream(ws_url(replica_a, moved["id"]), frames[: k + 1], 0, with_mask=True))
+    # replica a stopped: it checkpointed the session and released its lease
+    info = httpx.get(f"{replica_b.url}/v1/sessions/{moved['id']}").json()
+    assert info["resumed_from_frame"] == k and info["frames_done"] == k + 1
+    hello, after = asyncio.run(
+        stream(ws_url(replica_b, moved["id"]), frames[k + 1 :], k + 1, with_mask=False)
+    )
+    assert hello["resumed_from_frame"] == k
+    for t, (got, want) in enumerate(zip(before + after, expected, strict=True)):
+        assert np.array_equal(decode(got), decode(want)), f"frame {t}"
+    assert info["memory"]["consolidations"] >= 1  # the long-term memory came along too
+
+
+def test_an_interpolation_session_resumes_with_its_kept_frame(
+    hashed_checkpoint: Path,
+    engine_repository: Path,
+    redis_url: str,
+    replica_b: RunningServer,
+    rife_v40_weights: Path,
+) -> None:
+    frames = panning_frames(3)
+    body = {"task": "interpolate", "model": "rife-4.0", "factor": 2}
+
+    async def pairs(url: str, sent: list[np.ndarray]) -> list[bytes]:
+        out = []
+        async with connect(url, max_size=None) as ws:
+            await ws.recv()
+            for frame in sent:
+                await ws.send(png(frame))
+                while True:
+                    message = await ws.recv()
+                    if isinstance(message, bytes):
+                        out.append(message)
+                    elif json.loads(message)["type"] == "frame_done":
+                        break
+        return out
+
+    whole = create(replica_b, body)
+    expected = asyncio.run(pairs(ws_url(replica_b, whole["id"]), frames))
+    settings = replica_settings(hashed_checkpoint, engine_repository, redis_url, "a2", rife_v40_weights)
+    with running_server(settings) as replica_a:
+        moved = create(replica_a, body)
+        first = asyncio.run(pairs(ws_url(replica_a, moved["id"]), frames[:2]))
+    rest = asyncio.run(pairs(ws_url(replica_b, moved["id"]), frames[2:]))
+    assert len(first + rest) == len(expected) == 2
+    for got, want in zip(first + rest, expected, strict=True):
+        assert np.array_equal(decode(got), decode(want))
+
+
+def test_two_replicas_racing_to_attach_one_session_one_wins_the_other_answers_4409(
+    hashed_checkpoint: Path, engine_repository: Path, redis_url: str, replica_b: RunningServer
+) -> None:
+    settings = replica_settings(hashed_checkpoint, engine_repository, redis_url, "c")
+    with running_server(settings) as replica_c:
+        session = create(replica_c, segment_body())
+
+        async def attach(server: RunningServer) -> int | str:
+            try:
+                async with connect(ws_url(server, session["id"]), max_size=None) as ws:
+                    hello = json.loads(await ws.recv())
+                    await asyncio.sleep(1.0)  # why: hold it while the other one tries
+                    return str(hello["type"])
+            except ConnectionClosed as exc:
+                assert exc.rcvd is not None
+                return exc.rcvd.code
+
+        async def race() -> list[int | str]:
+            return list(await asyncio.gather(attach(replica_b), attach(replica_c)))
+
+        outcomes = asyncio.run(race())
+        assert sorted(outcomes, key=str) == sorted([4409, "session"], key=str), outcomes
+        loser = replica_b if outcomes[0] == 4409 else replica_c
+        # the winner still holds it: the loser's GET says so, with when to ask again
+        response = httpx.get(f"{loser.url}/v1/sessions/{session['id']}")
+        assert response.status_code == 409 and response.json()["error"]["code"] == "session_active_elsewhere"
+        assert "lease" in response.json()["error"]["message"]
+
+
+def test_state_saved_from_other_weights_is_refused(
+    hashed_checkpoint: Path, engine_repository: Path, redis_url: str, replica_b: RunningServer, tmp_path: Path
+) -> None:
+    other = tmp_path / "xmem-other.pth"
+    weights = torch.load(hashed_checkpoint, map_location="cpu")
+    name = next(iter(weights))
+    weights[name] = weights[name] + 0.01
+    torch.save(weights, other)
+    session = create(replica_b, segment_body())
+    settings = replica_settings(other, tmp_path / "repo", redis_url, "d")
+    with running_server(settings) as replica_d:
+        response = httpx.get(f"{replica_d.url}/v1/sessions/{session['id']}")
+        assert response.status_code == 409, response.text
+        error = response.json()["error"]
+        assert error["code"] == "state_incompatible" and "weights" in error["message"]
+
+        async def attach() -> tuple[int, str]:
+            with pytest.raises(ConnectionClosed) as closed:
+                async with connect(ws_url(replica_d, session["id"])) as ws:
+                    await ws.recv()
+            assert closed.value.rcvd is not None
+            return closed.value.rcvd.code, closed.value.rcvd.reason
+
+        code, reason = asyncio.run(attach())
+        assert code == 4422 and "weights" in reason
+    # refused, not consumed: the replica with the right weights still resumes it
+    assert httpx.get(f"{replica_b.url}/v1/sessions/{session['id']}").status_code == 200
+
+
+def test_a_session_deleted_on_one_replica_is_gone_on_every_replica(
+    hashed_checkpoint: Path, engine_repository: Path, redis_url: str, replica_b: RunningServer
+) -> None:
+    settings = replica_settings(hashed_checkpoint, engine_repository, redis_url, "e")
+    with running_server(settings) as replica_e:
+        session = create(replica_e, segment_body())
+        assert httpx.delete(f"{replica_b.url}/v1/sessions/{session['id']}").status_code == 200
+        response = httpx.get(f"{replica_e.url}/v1/sessions/{session['id']}")
+        assert response.status_code == 410 and response.json()["error"]["code"] == "session_closed"
+    unknown = httpx.get(f"{replica_b.url}/v1/sessions/no-such-session")
+    assert unknown.status_code == 404
