@@ -294,7 +294,7 @@ def assert_serves_from_the_cache_volume(compose: dict[str, Any], service: dict[s
     assert f"vidserve-cache:{cache}" in service["volumes"]
 
 
-@pytest.mark.parametrize("name", ["vidserve", "vidserve-cpu"])
+@pytest.mark.parametrize("name", ["vidserve", "vidserve-cpu", "vidserve-1", "vidserve-2"])
 def test_compose_settings_are_real_and_valid(
     compose: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
