@@ -3,14 +3,42 @@ stream checkpointed after frame k and restored elsewhere goes on as if uninterru
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
+from models.rife.inference import PreparedFrame, RifeEngines, pair_steps, prepare
+from models.rife.spec import get_spec
+from models.rife.state_io import frame_from_tensors, frame_tensors
+from models.runtime import Runner
 from models.state_file import StateFileError, pack, read_header, unpack
+from models.steps import run_steps
+from models.videomae.export import eager_engines as eager_vit_engines
+from models.videomae.inference import ClipState, WindowSpec, frame_steps
+from models.videomae.inference import execute as vit_execute
+from models.videomae.state_io import clip_from_tensors, clip_tensors
 from models.xmem.config import XMemConfig
 from models.xmem.inference_core import InferenceCore, XMemState
 from models.xmem.state_io import state_from_tensors, state_tensors
+from tests.models.rife_engines import hashed_ifnet, make_runner
+from tests.models.test_videomae_stream import clip_frames
+from tests.models.test_videomae_stream import net as vit_net
 from tests.models.xmem_support import TINY_SIZE, square_mask, tiny_frames, xmem_engines
+from tests.server.support import panning_frames
+
+
+class CountingRunner:
+    """A real runner, counting the rows (frames) it is given."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner, self.rows, self.kind = runner, 0, runner.kind
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self.rows += int(inputs[0].shape[0])
+        return self.runner(*inputs)
+
 
 # --- the file format ------------------------------------------------------------------------
 
@@ -110,3 +138,67 @@ def test_xmem_state_with_disagreeing_rows_is_refused(tmp_path_factory: pytest.Te
     tensors = {**tensors, "work.use_count": tensors["work.use_count"][:-1]}
     with pytest.raises(ValueError, match="disagree on the element count"):
         state_from_tensors(tensors, fields)
+
+
+# --- RIFE: the kept frame and its features --------------------------------------------------
+
+
+def test_rife_kept_frame_restored_gives_the_same_next_pair_without_encoding_it_again(tmp_path: Path) -> None:
+    """4.26 encodes each frame once and keeps its features for the next pair: the frame kept
+    after frame 1, restored, makes pair (1, 2) exactly as the live one does, and only frame 2
+    is encoded."""
+    net = hashed_ifnet("4.26")
+    spec = get_spec("4.26")
+    encoder = CountingRunner(make_runner(net, "eager", tmp_path, part="encoder"))
+    engines = RifeEngines(spec, make_runner(net, "eager", tmp_path, part="flow"), encoder)
+    f0, f1, f2 = (prepare(spec, frame, 1.0) for frame in panning_frames(3))
+
+    def pair(a: PreparedFrame, b: PreparedFrame) -> list[torch.Tensor]:
+        steps = pair_steps(spec, a, b, [0.5], encodes=True, scene_change_threshold=None)
+        return [between.frame for between in run_steps(steps, engines.execute)]
+
+    pair(f0, f1)
+    tensors, fields = frame_tensors(f1)
+    back, header = unpack(pack(tensors, {"previous": fields}))
+    kept = frame_from_tensors(back, header["previous"])
+    assert kept.features is not None and np.array_equal(kept.pixels, f1.pixels)
+    encoder.rows = 0
+    restored = pair(kept, prepare(spec, f2.pixels, 1.0))
+    assert encoder.rows == 1  # frame 2 only
+    live = pair(f1, f2)
+    assert torch.equal(restored[0], live[0])
+
+
+# --- VideoMAE: the ring of tubelet tokens ---------------------------------------------------
+
+
+@pytest.mark.parametrize("checkpoint_after", [4, 9, 13])
+def test_a_token_ring_restored_after_frame_k_gives_the_same_windows(checkpoint_after: int) -> None:
+    """Overlapping windows over 21 frames, the stream checkpointed mid-window (a sampled frame
+    waiting for its pair, a part-filled ring) and restored: every later window is the same."""
+    spec = WindowSpec(frames_per_clip=6, sampling_rate=2, stride=4, keep_ratio=0.5, drop="static", size=112)
+    frames = clip_frames(21)
+    config, engines = vit_net().config, eager_vit_engines(vit_net())
+
+    def run(state: ClipState, start: int, stop: int) -> list[np.ndarray]:
+        out = []
+        for index in range(start, stop):
+            window = run_steps(
+                frame_steps(config, state, frames[index], index, index / 30),
+                lambda rows: vit_execute(engines, rows),
+            )
+            if window is not None:
+                out.append(window.embedding)
+        return out
+
+    whole = ClipState(spec)
+    expected = run(whole, 0, len(frames))
+    live = ClipState(spec)
+    before = run(live, 0, checkpoint_after + 1)
+    tensors, fields = clip_tensors(live)
+    back, header = unpack(pack(tensors, {"clip": fields}))
+    restored = clip_from_tensors(back, header["clip"])
+    after = run(restored, checkpoint_after + 1, len(frames))
+    assert len(before + after) == len(expected) == 3
+    for got, want in zip(before + after, expected, strict=True):
+        assert np.array_equal(got, want)
