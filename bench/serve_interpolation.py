@@ -7,15 +7,19 @@ each, every session sending its next frame once the previous one's ``frame_done`
 back, as a live client does; the N sessions run concurrently. Frames are encoded before
 timing starts. Per size × N it reports in-between and input frames per second, p50/p99
 latency per input frame (send → ``frame_done``), the mean engine batch from ``/metrics``,
-and the served throughput over the same pairs run one at a time through the eager
+the served throughput over the same pairs run one at a time through the eager
 reference pipeline (``Interpolator.interpolate(frame0, frame1, [0.5])``), timed in the
-same run.
+same run, and over the same clips streamed through the same server one session after
+another (``--no-one-at-a-time`` skips that). glibc's malloc is tuned at start as
+``python -m server`` does; every row records the load average and the process's minor page
+faults and system CPU time (``getrusage``) over its run.
 
-Run from the repository root: ``python bench/serve_interpolation.py [--quick] [--write]
-[--sizes 720p,1080p] [--sessions 1,4,8] [--frames 4] [--engine auto] [--providers P,..]
-[--fp16] [--max-batch-size 8] [--max-queue-delay-ms 5]``. Without ``--write`` the section
-is only printed. On a GPU host: ``--engine onnx --providers TensorrtExecutionProvider,
-CUDAExecutionProvider,CPUExecutionProvider --fp16``.
+Run from the repository root: ``python bench/serve_interpolation.py [--quick] [--write] [--sizes
+720p,1080p] [--sessions 1,4,8] [--frames 4] [--engine auto] [--providers P,..] [--fp16]
+[--max-batch-size 8] [--max-queue-delay-ms 5]``; the batching goal's run (1, 4 and 8 sessions at
+720p, about 5 minutes on 2 cores): ``--sizes 720p --sessions 1,4,8 --frames 6``. Without
+``--write`` the section is only printed. On a GPU host: ``--engine onnx --providers
+TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider --fp16``.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import io
 import itertools
 import os
+import resource
 import shlex
 import statistics
 import sys
@@ -54,6 +60,7 @@ from models.rife.inference import Interpolator  # noqa: E402
 from models.rife.loading import make_runner  # noqa: E402
 from models.rife.spec import get_spec  # noqa: E402
 from models.weights.fetch import fetch  # noqa: E402
+from server.allocator import MallocTuning, tune  # noqa: E402
 from server.engines.loading import torch_device  # noqa: E402
 from server.metrics import BATCH_BUCKETS  # noqa: E402
 from server.settings import Settings  # noqa: E402
@@ -61,6 +68,7 @@ from tests.server.support import RunningServer, receive_frame_answer, running_se
 
 MODEL = "rife-4.0"
 C = TypeVar("C")  # what one session streams
+T = TypeVar("T")
 L = TypeVar("L")  # what one session's stream reports
 SECTION = "serve-interpolation"
 FORMATS = ("jpeg", "png")
@@ -166,9 +174,23 @@ class CaseResult:
 
     size: SizeCase
     sessions: int
-    wall_s: float  # first send → last frame_done, all sessions
+    wall_s: float  # first send → last frame_done, all sessions (one at a time: the sum of the streams)
     logs: list[SessionLog]
     engine: MetricsSnapshot  # what /metrics counted during the run
+    usage: Usage | None = None  # what the whole run cost the process, session setup included
+    alone: CaseResult | None = None  # the same clips through the same server, one session after another
+
+    @property
+    def frames_per_s(self) -> float:
+        """In-between frames per second."""
+        return self.results / self.wall_s if self.wall_s else float("nan")
+
+    @property
+    def vs_alone(self) -> float:
+        """Throughput over the same streams one after another's (above 1: batching pays)."""
+        if self.alone is None or not self.alone.frames_per_s:
+            return float("nan")
+        return self.frames_per_s / self.alone.frames_per_s
 
     @property
     def latencies_ms(self) -> list[float]:
@@ -193,6 +215,53 @@ class CaseResult:
     def percentile_ms(self, q: float) -> float:
         values = self.latencies_ms
         return float(np.percentile(values, q)) if values else float("nan")
+
+
+# --- what a run cost the process ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Wall time, and ``getrusage(RUSAGE_SELF)`` deltas over one run or call: minor page faults
+    and system CPU time of the whole process (every thread: the server's, the clients' and any
+    reference's), with the 1-minute load average before and after."""
+
+    wall_s: float
+    minor_faults: int
+    sys_s: float
+    load_start: float
+    load_end: float
+
+    @staticmethod
+    def of(fn: Callable[[], T]) -> tuple[T, Usage]:
+        """``fn()`` and what it cost."""
+        load_start, before = os.getloadavg()[0], resource.getrusage(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+        result = fn()
+        wall_s = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        usage = Usage(
+            wall_s,
+            after.ru_minflt - before.ru_minflt,
+            after.ru_stime - before.ru_stime,
+            load_start,
+            os.getloadavg()[0],
+        )
+        return result, usage
+
+    def cells(self, per: int) -> str:
+        """Markdown cells: load start→end, then minor faults and system ms per ``per`` units."""
+        per = max(per, 1)
+        return (
+            f"{self.load_start:.2f}→{self.load_end:.2f} | {self.minor_faults / per:.0f} "
+            f"| {self.sys_s * 1000 / per:.0f}"
+        )
+
+
+def tune_malloc(settings: Settings) -> bool:
+    """glibc's malloc tuning, as ``python -m server`` applies it at start (server/__main__.py),
+    before any large allocation; False where it did not apply (not glibc, or turned off)."""
+    return tune(MallocTuning(settings.malloc_mmap_threshold_mb, settings.malloc_trim_threshold_mb))
 
 
 # --- frames ----------------------------------------------------------------------------------
@@ -311,13 +380,21 @@ def record(
 
 
 async def drive(
-    server: RunningServer, clips: list[list[bytes]], output_format: str
+    server: RunningServer, clips: list[list[bytes]], output_format: str, *, one_at_a_time: bool = False
 ) -> tuple[list[SessionLog], float]:
-    """One session per clip, streamed at once; the sessions are deleted afterwards, so a long
-    run never meets the server's max_sessions."""
+    """One session per clip, streamed at once, or one after the other (the wall time then the
+    sum of the streams); the sessions are deleted afterwards, so a long run never meets the
+    server's max_sessions."""
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         sessions = [await open_session(http, output_format) for _ in clips]
-        logs, wall_s = await stream_all([stream for _, stream in sessions], clips, stream_clip)
+        if one_at_a_time:
+            logs: list[SessionLog] = []
+            wall_s = 0.0
+            for (_, stream), clip in zip(sessions, clips, strict=True):
+                alone, seconds = await stream_all([stream], [clip], stream_clip)
+                logs, wall_s = logs + alone, wall_s + seconds
+        else:
+            logs, wall_s = await stream_all([stream for _, stream in sessions], clips, stream_clip)
         for url, _ in sessions:
             (await http.delete(url)).raise_for_status()
     return logs, wall_s
@@ -346,12 +423,19 @@ async def stream_all(
 
 
 def run_case(
-    server: RunningServer, size: SizeCase, clips: list[list[bytes]], output_format: str
+    server: RunningServer,
+    size: SizeCase,
+    clips: list[list[bytes]],
+    output_format: str,
+    *,
+    one_at_a_time: bool = False,
 ) -> CaseResult:
     before = MetricsSnapshot.read(server)
-    logs, wall_s = asyncio.run(drive(server, clips, output_format))
+    (logs, wall_s), usage = Usage.of(
+        lambda: asyncio.run(drive(server, clips, output_format, one_at_a_time=one_at_a_time))
+    )
     engine = MetricsSnapshot.read(server).since(before)
-    return CaseResult(size, len(clips), wall_s, logs, engine)
+    return CaseResult(size, len(clips), wall_s, logs, engine, usage)
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -396,11 +480,21 @@ def serve_size(
     warm = [clip[:2] for clip in clips]
     run.warmup_s[size.name] = timed(lambda: asyncio.run(drive(server, warm, args.output_format)))[1]
     for n in counts:
+        # why adjacent, at once first: the pair shares whatever load other jobs put on the
+        # cores at that moment; at N=1 both are the same run, a check on the noise
         case = run_case(server, size, clips[:n], args.output_format)
+        if args.one_at_a_time:
+            alone = run_case(server, size, clips[:n], args.output_format, one_at_a_time=True)
+            case = dataclasses.replace(case, alone=alone)
         run.cases.append(case)
         print(
-            f"  {size.name} N={n}: {case.results / case.wall_s:.2f} in-between/s, "
-            f"p50 {case.percentile_ms(50):.0f} ms, batch {case.mean_batch:.2f}",
+            f"  {size.name} N={n}: {case.frames_per_s:.2f} in-between/s, "
+            f"p50 {case.percentile_ms(50):.0f} ms, batch {case.mean_batch:.2f}"
+            + (
+                f"; one after another {case.alone.frames_per_s:.2f} ({case.vs_alone:.2f}×)"
+                if case.alone
+                else ""
+            ),
             flush=True,
         )
 
@@ -451,21 +545,52 @@ def problems(case: CaseResult) -> str:
     return ", ".join(found) or "none"
 
 
+def usage_cells(case: CaseResult | None, per: int) -> str:
+    """Load, and minor faults and system ms per ``per`` frames, of one run (or dashes)."""
+    if case is None or case.usage is None:
+        return "– | – | –"
+    return case.usage.cells(per)
+
+
 def results_table(run: Run) -> str:
     lines = [
         "| size | sessions | in-between frames | wall s | in-between frames/s | input frames/s "
         "| p50 ms | p99 ms (n) | mean batch (calls) | batch sizes: calls | engine ms/row "
-        "| vs eager one-by-one | errors / cuts |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
+        "| vs eager one-by-one | one after another: frames/s | vs one after another "
+        "| load (1 min) start→end | minor faults / frame | system ms / frame | errors / cuts |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for c in run.cases:
+        alone = f"{c.alone.frames_per_s:.2f}" if c.alone else "–"
+        vs_alone = f"{c.vs_alone:.2f}×" if c.alone else "–"
         lines.append(
             f"| {c.size.name} ({c.size.width}×{c.size.height}) | {c.sessions} | {c.results} | {c.wall_s:.1f} "
-            f"| {c.results / c.wall_s:.2f} | {c.inputs / c.wall_s:.2f} | {c.percentile_ms(50):.0f} "
+            f"| {c.frames_per_s:.2f} | {c.inputs / c.wall_s:.2f} | {c.percentile_ms(50):.0f} "
             f"| {c.percentile_ms(99):.0f} ({len(c.latencies_ms)}) "
             f"| {c.mean_batch:.2f} ({c.engine.batch_count:g}) | {c.engine.histogram()} "
             f"| {c.engine_ms_per_row:.0f} "
-            f"| {ratio(c, run)} | {problems(c)} |"
+            f"| {ratio(c, run)} | {alone} | {vs_alone} | {usage_cells(c, c.results)} | {problems(c)} |"
+        )
+    return "\n".join(lines)
+
+
+def alone_table(run: Run) -> str:
+    """The same clips one session after another: the denominator of "vs one after another"."""
+    lines = [
+        "| size | sessions | in-between frames | wall s (sum of streams) | in-between frames/s | p50 ms "
+        "| mean batch (calls) | engine ms/row | load (1 min) start→end | minor faults / frame "
+        "| system ms / frame | errors / cuts |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
+    ]
+    for case in run.cases:
+        a = case.alone
+        if a is None:
+            continue
+        lines.append(
+            f"| {a.size.name} ({a.size.width}×{a.size.height}) | {case.sessions} | {a.results} "
+            f"| {a.wall_s:.1f} | {a.frames_per_s:.2f} | {a.percentile_ms(50):.0f} "
+            f"| {a.mean_batch:.2f} ({a.engine.batch_count:g}) | {a.engine_ms_per_row:.0f} "
+            f"| {usage_cells(a, a.results)} | {problems(a)} |"
         )
     return "\n".join(lines)
 
@@ -504,6 +629,7 @@ class RunInfo:
     wall_s: float  # the whole run, loading included
     load_start: tuple[float, float, float]  # os.getloadavg() before and after
     load_end: tuple[float, float, float]
+    malloc_tuned: bool = False  # whether tune_malloc applied at start
 
 
 def loads(values: tuple[float, float, float]) -> str:
@@ -522,7 +648,16 @@ def environment(settings: Settings, run: Run, args: argparse.Namespace, info: Ru
             f"- Command: `{command}` (run from the repository root), {date}; whole run {info.wall_s:.0f} s.",
             f"- Load average (1, 5, 15 min) at start {loads(info.load_start)}, at end "
             f"{loads(info.load_end)} (other jobs share these cores; above the core count, expect noise).",
+            malloc_line(settings, info.malloc_tuned),
         ]
+    )
+
+
+def malloc_line(settings: Settings, tuned: bool) -> str:
+    return (
+        f"- glibc malloc tuned at start as `python -m server` does (`server/allocator.py`: mmap threshold "
+        f"{settings.malloc_mmap_threshold_mb} MiB, trim threshold {settings.malloc_trim_threshold_mb} MiB): "
+        f"{'applied' if tuned else 'not applied'}."
     )
 
 
@@ -547,11 +682,22 @@ def section(settings: Settings, run: Run, args: argparse.Namespace, info: RunInf
             "served in-between frames/s over the eager reference's frames/s: "
             "`Interpolator.interpolate(frame0, frame1, [0.5])` on the eager engine, one pair per call, "
             "on the same decoded frames (the first sessions' pairs), one untimed call first, timed "
-            "before and after the served runs of its size and pooled. Before the "
-            "timed runs at each size, one untimed round of every session sending two frames warms the "
-            "engine's shapes.",
+            'before and after the served runs of its size and pooled. "vs one after another" is the '
+            "served in-between frames/s over that of the same clips sent through the same server one "
+            "session at a time (session 1 fully, then session 2, …; wall time the sum of the streams), run "
+            "right after the concurrent run of that N, so it isolates batching (issue 16's goal: at least "
+            "1.0× at 4 and 8 sessions). Beside every row: the 1-minute load average at the run's start and "
+            "end, and the process's minor page faults and system CPU time over the run from "
+            "`getrusage(RUSAGE_SELF)` (server, clients and all, session setup included), per in-between "
+            "frame. Before the timed runs at each size, one untimed round of every session sending two "
+            "frames warms the engine's shapes.",
             environment(settings, run, args, info),
             results_table(run),
+            *(
+                ["The same clips one session after another (the denominator):", alone_table(run)]
+                if args.one_at_a_time
+                else []
+            ),
             "Eager reference, one pair per call, and the untimed warm-up round:",
             reference_table(run),
         ]
@@ -576,6 +722,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--input-format", default="jpeg", choices=FORMATS, help="what the clients send")
     parser.add_argument("--output-format", default="jpeg", choices=FORMATS, help="what the server returns")
+    parser.add_argument(
+        "--one-at-a-time",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also stream each N's clips one session after another, for the batching ratio (default on)",
+    )
     add_server_args(parser)
     args = parse_with_defaults(parser, argv, QUICK, FULL)
     check_args(parser, args)
@@ -632,8 +784,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     weights = fetch(MODEL, progress=False)
     with repository(args.model_repository) as repo:
         settings = server_settings(args, weights, repo)
+        # why here: before the reference and the server load anything large, as the server does
+        tuned = tune_malloc(settings)
         run = measure(args, settings, weights)
-    info = RunInfo(argv, time.perf_counter() - start, load_start, os.getloadavg())
+    info = RunInfo(argv, time.perf_counter() - start, load_start, os.getloadavg(), tuned)
     body = section(settings, run, args, info)
     print()
     print(body)

@@ -1,16 +1,16 @@
 """Serve XMem to N concurrent websocket segmentation sessions and time it end to end.
 
-Starts the real vidserve app (uvicorn in a thread on a free port, as the server tests do)
-with an XMem model, opens N segmentation sessions (2 objects, processing size 480) over the
-real REST + websocket API and streams a slow 854×480 pan over a scikit-image photograph
-(astronaut or chelsea, alternating by session) from each. The first frame of a session
-brings an index-PNG mask with two rectangles (ids 1 and 2); every session sends its next
-frame once the previous one's ``result`` came back, as a live client does; the N sessions
-run concurrently. Frames are encoded before timing starts. Per N it reports frames per
-second, p50/p99 latency per frame (send → that frame's ``result``), the scheduler's mean
-frames per batch and each engine's mean rows per call from ``/metrics``, and the ratio over
-the same frames sent one session at a time (session 1 fully, then session 2, …) through the
-same server in the same run, so the comparison isolates batching.
+Starts the real vidserve app (uvicorn in a thread on a free port, as the server tests do) with
+an XMem model, opens N segmentation sessions (2 objects, processing size 480) over the real REST
++ websocket API and streams a slow 854×480 pan over a scikit-image photograph (astronaut or
+chelsea, alternating by session) from each. The first frame of a session brings an index-PNG
+mask with two rectangles (ids 1 and 2); every session sends its next frame once the previous
+one's ``result`` came back, as a live client does; the N sessions run concurrently. Frames are
+encoded before timing starts; glibc's malloc is tuned at start as ``python -m server`` does. Per
+N it reports frames per second, p50/p99 latency per frame (send → that frame's ``result``), the
+scheduler's mean frames per batch and each engine's mean rows per call from ``/metrics``, and
+the ratio over the same frames sent one session at a time (session 1 fully, then session 2, …)
+through the same server in the same run, so the comparison isolates batching.
 
 Weights: without ``--weights`` the deterministic hashed recipe
 (``tests.models.xmem_support.hashed_xmem``): the same shapes and FLOPs as XMem.pth, so the
@@ -58,14 +58,17 @@ from serve_interpolation import (  # noqa: E402
     MetricsSnapshot,
     RunInfo,
     SizeCase,
+    Usage,
     add_server_args,
     encode,
     loads,
+    malloc_line,
     pan,
     parse_with_defaults,
     repository,
     server_settings,
     stream_all,
+    tune_malloc,
 )
 from websockets.asyncio.client import ClientConnection  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
@@ -276,6 +279,11 @@ class Served:
     wall_s: float
     logs: list[SessionLog]
     engines: dict[str, MetricsSnapshot]  # by label in ENGINE_LABELS
+    usage: Usage | None = None  # what the whole run cost the process, session setup included
+
+    def usage_cells(self) -> str:
+        """Load, and minor faults and system ms per frame, of this run."""
+        return self.usage.cells(self.frames) if self.usage else "– | – | –"
 
     @property
     def frames(self) -> int:
@@ -322,8 +330,10 @@ class CaseResult:
 
 def serve(server: RunningServer, clips: list[Clip], processing_size: int, *, one_at_a_time: bool) -> Served:
     before = read_metrics(server)
-    logs, wall_s = asyncio.run(drive(server, clips, processing_size, one_at_a_time=one_at_a_time))
-    return Served(wall_s, logs, metrics_since(read_metrics(server), before))
+    (logs, wall_s), usage = Usage.of(
+        lambda: asyncio.run(drive(server, clips, processing_size, one_at_a_time=one_at_a_time))
+    )
+    return Served(wall_s, logs, metrics_since(read_metrics(server), before), usage)
 
 
 @dataclass
@@ -389,8 +399,8 @@ def results_table(run: Run) -> str:
         "| sessions | frames | wall s | frames/s | p50 ms | p99 ms (n) | frames per batch (batches) "
         "| batch sizes: batches | encode_key frames/call (calls) | segment frames/call (calls) "
         "| encode_value frames/call (calls) | engine ms/frame | one at a time: frames/s "
-        "| vs one at a time | errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        "| vs one at a time | load (1 min) start→end | minor faults / frame | system ms / frame | errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for case in run.cases:
         c, a = case.concurrent, case.one_at_a_time
@@ -399,7 +409,8 @@ def results_table(run: Run) -> str:
             f"| {c.percentile_ms(50):.0f} | {c.percentile_ms(99):.0f} ({len(c.latencies_ms)}) "
             f"| {rows(c, MODEL)} | {c.engines[MODEL].histogram()} "
             f"| {rows(c, ENGINE_LABELS[1])} | {rows(c, ENGINE_LABELS[2])} | {rows(c, ENGINE_LABELS[3])} "
-            f"| {c.engine_ms_per_frame:.0f} | {a.frames_per_s:.3f} | {case.ratio:.2f}× | {problems(c)} |"
+            f"| {c.engine_ms_per_frame:.0f} | {a.frames_per_s:.3f} | {case.ratio:.2f}× | {c.usage_cells()} "
+            f"| {problems(c)} |"
         )
     return "\n".join(lines)
 
@@ -407,8 +418,9 @@ def results_table(run: Run) -> str:
 def alone_table(run: Run) -> str:
     lines = [
         "| sessions | frames | wall s (sum of streams) | frames/s | p50 ms | p99 ms (n) "
-        "| frames per batch (batches) | engine ms/frame | memory frames | errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| frames per batch (batches) | engine ms/frame | memory frames | load (1 min) start→end "
+        "| minor faults / frame | system ms / frame | errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for case in run.cases:
         a = case.one_at_a_time
@@ -416,7 +428,8 @@ def alone_table(run: Run) -> str:
         lines.append(
             f"| {case.sessions} | {a.frames} | {a.wall_s:.1f} | {a.frames_per_s:.3f} "
             f"| {a.percentile_ms(50):.0f} | {a.percentile_ms(99):.0f} ({len(a.latencies_ms)}) "
-            f"| {rows(a, MODEL)} | {a.engine_ms_per_frame:.0f} | {memory_frames} | {problems(a)} |"
+            f"| {rows(a, MODEL)} | {a.engine_ms_per_frame:.0f} | {memory_frames} | {a.usage_cells()} "
+            f"| {problems(a)} |"
         )
     return "\n".join(lines)
 
@@ -447,6 +460,7 @@ def environment(settings: Settings, run: Run, args: argparse.Namespace, info: Ru
             f"(the untimed warm-up round {run.warmup_s:.0f} s).",
             f"- Load average (1, 5, 15 min) at start {loads(info.load_start)}, at end "
             f"{loads(info.load_end)} (other jobs share these cores; above the core count, expect noise).",
+            malloc_line(settings, info.malloc_tuned),
         ]
     )
 
@@ -481,7 +495,11 @@ def section(settings: Settings, run: Run, args: argparse.Namespace, info: RunInf
             'queueing, decoding, resizing and PNG encoding excluded). "vs one at a time" is frames/s '
             "over the frames/s of the same clips sent through the same server one session at a time "
             "(session 1 fully, then session 2, …; wall time the sum of the streams), run right after "
-            "the concurrent run of that N, so it isolates batching. Before the timed runs, one "
+            "the concurrent run of that N, so it isolates batching (issue 16's goal: at least 1.0× at 4 "
+            "and 8 sessions). Beside every row: the 1-minute load average at the run's start and end, and "
+            "the process's minor page faults and system CPU time over the run from "
+            "`getrusage(RUSAGE_SELF)` (server and clients, session setup included), per frame. Before "
+            "the timed runs, one "
             "untimed round (one session alone, then every session at once, two frames each) warms "
             "the engines' shapes.",
             environment(settings, run, args, info),
@@ -549,11 +567,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     start, load_start = time.perf_counter(), os.getloadavg()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    # why before the checkpoint: making the hashed weights is this run's first large allocation;
+    # the malloc settings come from the environment alone, as the server's do
+    tuned = tune_malloc(Settings())
     with checkpoint(args.weights) as (weights, described), repository(args.model_repository) as repo:
         settings = server_settings(args, weights, repo, MODEL)
         run = measure(args, settings)
         run.weights = described
-    info = RunInfo(argv, time.perf_counter() - start, load_start, os.getloadavg())
+    info = RunInfo(argv, time.perf_counter() - start, load_start, os.getloadavg(), tuned)
     body = section(settings, run, args, info)
     print()
     print(body)
