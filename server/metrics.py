@@ -16,6 +16,11 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+# why up to 1 GiB: a 480p segmentation session with full memory is about 100-150 MiB per
+# 2 objects (bench/checkpoint.py); an interpolation session is one padded frame
+CHECKPOINT_BUCKETS = tuple(float(2**k) for k in range(16, 31, 2))
+
+
 class Metrics:
     """Every series the server exports."""
 
@@ -62,6 +67,24 @@ class Metrics:
         self.engine_info = Gauge(
             "vidserve_engine_info", "1 per loaded engine; provider is what really runs",
             ["model", "backend", "provider", "requested", "fell_back"], registry=r,
+        )  # fmt: skip
+
+        # with a state store (server/sessions/persist.py)
+        self.checkpoints = Counter(
+            "vidserve_session_checkpoints", "Session states written to the state store, by task and outcome",
+            ["task", "outcome"], registry=r,
+        )  # fmt: skip
+        self.checkpoint_bytes = Histogram(
+            "vidserve_session_checkpoint_bytes", "Size of each session state written, by task",
+            ["task"], buckets=CHECKPOINT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.checkpoint_seconds = Histogram(
+            "vidserve_session_checkpoint_seconds", "Packing and writing one session state, by task",
+            ["task"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.restores = Counter(
+            "vidserve_session_restores", "Sessions restored from the state store, by task",
+            ["task"], registry=r,
         )  # fmt: skip
 
         # each task's own series, by task name (``Task.register_metrics``)

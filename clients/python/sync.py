@@ -238,8 +238,9 @@ class InterpolationSession(Session):
 class SegmentationSession(Session):
     aio: AsyncSegmentationSession
 
-    def stream(self, *, resume: bool = False) -> SegmentationStream:
-        return SegmentationStream(self.client, self.aio.stream(resume=resume))
+    def stream(self, *, resume: bool = False, replay_frames: int = 256) -> SegmentationStream:
+        """As AsyncSegmentationSession.stream."""
+        return SegmentationStream(self.client, self.aio.stream(resume=resume, replay_frames=replay_frames))
 
 
 class EmbedSession(Session):
@@ -325,7 +326,13 @@ class SegmentationStream(_SyncStream):
 
     @property
     def resumed(self) -> int:
+        """Times the session was re-created and re-primed (the server had forgotten it)."""
         return self.aio.resumed
+
+    @property
+    def replayed(self) -> int:
+        """Frames sent again after a replica resumed the session from a checkpoint."""
+        return self.aio.replayed
 
     def send(
         self,

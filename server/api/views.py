@@ -91,6 +91,11 @@ class SessionView(BaseModel):
     frames_failed: int
     in_flight: int
     dropped: int
+    checkpoint: dict[str, object] | None = Field(
+        None,
+        description="with a state store: the last checkpoint this replica wrote of it: frame_index, "
+        "bytes (the state's size in the store), seconds (packing and writing), at (epoch s)",
+    )
     resumed: bool = Field(
         False, description="with a state store: restored from a checkpoint, and no frame answered since"
     )

@@ -6,8 +6,9 @@ With ``VIDSERVE_STATE_STORE`` set:
   sends its id to (a consistent hash) restores it on first use and takes its lease;
 - a replica renews the leases of the sessions it holds; one whose lease lapsed lets the
   session go (its stream closes with 1012) rather than serve it beside another replica;
-- a session with no stream for a few lease periods is checkpointed and let go, so a
-  replica that comes back after a failover gets its sessions back as clients return;
+- a session with no stream for a few lease periods is checkpointed and let go, and one asked
+  for on another replica as soon as no stream is attached, so a replica that comes back
+  after a failover gets its sessions back as clients return;
 - ``VIDSERVE_CHECKPOINT_EVERY`` checkpoints while streaming; a drain checkpoints every
   session and releases its lease before its stream closes with 1012;
 - a client's DELETE, or idle expiry, deletes the stored state and leaves a mark, so every
@@ -146,13 +147,30 @@ class Persistence:
             started = time.perf_counter()
             header["weights_sha256"] = await self.weights_sha256(state, session.model)
             blob = await asyncio.to_thread(pack, saved.tensors, header)
-            await self.store.put(session.id, blob, self.session_ttl_s)
-            self.checkpoints += 1
+            try:
+                await self.store.put(session.id, blob, self.session_ttl_s)
+            except Exception:
+                state.metrics.checkpoints.labels(session.task, "failed").inc()
+                raise
             done = Checkpoint(frame, len(blob), time.perf_counter() - started)
+            self._count(state, session, done)
             log.info("session %s: checkpoint at frame %s, %d bytes", session.id, frame, len(blob))
             return done
 
         return write
+
+    def _count(self, state: ServerState, session: Session, done: Checkpoint) -> None:
+        self.checkpoints += 1
+        metrics = state.metrics
+        metrics.checkpoints.labels(session.task, "ok").inc()
+        metrics.checkpoint_bytes.labels(session.task).observe(done.nbytes)
+        metrics.checkpoint_seconds.labels(session.task).observe(done.seconds)
+        session.core.checkpoint = {
+            "frame_index": done.frame,
+            "bytes": done.nbytes,
+            "seconds": round(done.seconds, 4),
+            "at": time.time(),
+        }
 
     async def checkpoint(self, state: ServerState, session: Session) -> Checkpoint:
         """Write the session's state now, after any checkpoint still on its way."""
@@ -232,12 +250,14 @@ class Persistence:
                 log.exception("renewing session leases failed; trying again next round")
 
     async def _renew_round(self, state: ServerState) -> None:
-        for session in state.sessions.all():
-            if session.core.closed.is_set():
-                continue
+        held = [s for s in state.sessions.all() if not s.core.closed.is_set()]
+        wanted = await self.store.wanted([s.id for s in held if _is_detached(s)])
+        for session in held:
             if not await self.store.renew(session.id, self.replica, self.lease_ttl_s):
                 log.warning("session %s: lease lost; letting it go", session.id)
                 await state.sessions.close(session.id, SessionState.MOVED, "lease lost to another replica")
+            elif session.id in wanted and _is_detached(session):
+                await self.let_go(state, session, "asked for on another replica")
             elif _is_parkable(session, self.lease_ttl_s):
                 await self.let_go(state, session, "no stream attached; kept in the state store")
 
@@ -285,6 +305,7 @@ class Persistence:
             await self.store.release(session_id, self.replica)
             raise
         self.restores += 1
+        state.metrics.restores.labels(session.task).inc()
         log.info("session %s: resumed from frame %s", session_id, session.core.resumed_from_frame)
         return session
 
@@ -294,6 +315,12 @@ class Persistence:
         tensors, _ = await asyncio.to_thread(unpack, blob)
         saved = SavedState(tensors, header["fields"], header["settings"])
         core = _core_from(header["session"])
+        core.checkpoint = {  # why: GET shows the state's size in the store from the start
+            "frame_index": core.last_index,
+            "bytes": len(blob),
+            "seconds": None,
+            "at": header.get("saved_at"),
+        }
         try:
             session: Session = await task.restore_session(state, service, saved, core)
         except (KeyError, ValueError, TypeError) as exc:
@@ -331,7 +358,10 @@ class Persistence:
 
     async def _raise_elsewhere(self, session_id: str) -> None:
         holder = await self.store.holder(session_id)
+        await self.store.want(session_id, self.lease_ttl_s)
         who, wait = (holder.replica, holder.ms_left / 1000) if holder else ("another replica", 0.1)
+        # why a third: a live holder lets a detached session go at its next renewal round
+        wait = min(wait, self.lease_ttl_s / 3)
         raise SessionElsewhere(
             f"session {session_id[:64]} is active on {who}; try again in {wait:.1f} s, once its "
             "lease is released or lapses",
@@ -362,7 +392,9 @@ def _core_from(fields: dict[str, Any]) -> SessionCore:
     return core
 
 
+def _is_detached(session: Session) -> bool:
+    return session.core.state is SessionState.OPEN and session.core.in_flight == 0
+
+
 def _is_parkable(session: Session, lease_ttl_s: float) -> bool:
-    core = session.core
-    is_detached = core.state is SessionState.OPEN and core.in_flight == 0
-    return is_detached and core.idle_for() > PARK_AFTER_LEASES * lease_ttl_s
+    return _is_detached(session) and session.core.idle_for() > PARK_AFTER_LEASES * lease_ttl_s

@@ -8,7 +8,9 @@ Keys, all with a TTL so the store's memory is bounded without a sweeper:
   it lives there; renewing and releasing check the holder in one script, so a replica whose
   lease lapsed can never extend or delete another's;
 - ``vidserve:gone:{id}``: ``closed``/``expired`` and the owner, so another replica answers
-  410 rather than 404, as this one does.
+  410 rather than 404, as this one does;
+- ``vidserve:wanted:{id}``: another replica was asked for the session, so its holder lets it
+  go as soon as no stream is attached (a lease period at most).
 """
 
 from __future__ import annotations
@@ -80,12 +82,15 @@ class RedisStateStore:
         return None if value is None else bytes(value)
 
     async def delete(self, session_id: str) -> None:
-        await self._call(self._redis.delete(_key("state", session_id), _key("lease", session_id)))
+        keys = [_key(kind, session_id) for kind in ("state", "lease", "wanted")]
+        await self._call(self._redis.delete(*keys))
 
     async def acquire(self, session_id: str, replica: str, ttl_s: float) -> bool:
         """Take the session's lease if nobody holds it (or we already do); True if ours."""
         key = _key("lease", session_id)
         taken = await self._call(self._redis.set(key, replica, nx=True, px=_ms(ttl_s)))
+        if taken:  # why: the ask was answered; left, it would make the new holder let go too
+            await self._call(self._redis.delete(_key("wanted", session_id)))
         return bool(taken) or await self.renew(session_id, replica, ttl_s)
 
     async def renew(self, session_id: str, replica: str, ttl_s: float) -> bool:
@@ -103,6 +108,18 @@ class RedisStateStore:
             return None
         ms_left = await self._call(self._redis.pttl(key))
         return LeaseHolder(bytes(replica).decode(), max(0, int(ms_left)))
+
+    async def want(self, session_id: str, ttl_s: float) -> None:
+        """Ask the session's holder to let it go once no stream is attached there (a client
+        came back through another replica, as after a failback)."""
+        await self._call(self._redis.set(_key("wanted", session_id), b"1", px=_ms(ttl_s)))
+
+    async def wanted(self, session_ids: list[str]) -> set[str]:
+        """Which of these sessions another replica asked for."""
+        if not session_ids:
+            return set()
+        values = await self._call(self._redis.mget([_key("wanted", i) for i in session_ids]))
+        return {i for i, value in zip(session_ids, values, strict=True) if value is not None}
 
     async def mark_gone(self, session_id: str, state: str, owner: str | None, ttl_s: float) -> None:
         value = json.dumps({"state": state, "owner": owner})

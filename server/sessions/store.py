@@ -71,6 +71,8 @@ class SessionCore:
     # frame), so a client knows which frames to send again
     resumed: bool = False
     resumed_from_frame: int | None = None
+    # with a state store: the last checkpoint written (frame, bytes, seconds, at), for GET
+    checkpoint: dict[str, object] | None = None
     checkpoint_mark: object = None  # the task's memory mark at the last frame (Task.checkpoint_mark)
     writes_since_checkpoint: int = 0  # memory writes since the last checkpoint
     # set when the session closes, so an attached stream wakes up and ends
@@ -132,6 +134,7 @@ class SessionCore:
             "frames_failed": self.frames_failed,
             "in_flight": self.in_flight,
             "dropped": self.dropped,
+            "checkpoint": self.checkpoint,
             "resumed": self.resumed,
             "resumed_from_frame": self.resumed_from_frame,
         }

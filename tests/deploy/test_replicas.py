@@ -152,7 +152,10 @@ def _wait_for(url: str) -> None:
 
 
 async def _open(client: AsyncClient) -> AsyncSegmentationSession:
-    return await client.create_segmentation_session(mem_every=2, min_mid_term_frames=2, max_mid_term_frames=3)
+    # why processing_size None: 64×96 as given; the default 480 makes each frame a 480p one
+    return await client.create_segmentation_session(
+        processing_size=None, mem_every=2, min_mid_term_frames=2, max_mid_term_frames=3
+    )
 
 
 async def _uninterrupted(proxy: str, frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -191,12 +194,10 @@ async def _interrupted(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_a_stream_through_the_proxy_survives_its_replica_stopping(cluster: Cluster, sig: int) -> None:
+    cluster.restart_stopped()  # why here, not after: the last test's victim need not come back
     frames = [np.ascontiguousarray(f) for f in panning_frames(FRAMES)]
     expected = asyncio.run(_uninterrupted(cluster.proxy, frames))
-    try:
-        got, seen = asyncio.run(_interrupted(cluster, frames, sig))
-    finally:
-        cluster.restart_stopped()
+    got, seen = asyncio.run(_interrupted(cluster, frames, sig))
     assert seen["now"] != seen["stopped"], seen
     assert seen["recreated"] == 0, seen  # resumed from the store, not re-created and re-primed
     assert seen["indices"] == list(range(FRAMES)), seen  # every frame answered, in order

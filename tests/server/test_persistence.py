@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from server.settings import Settings
-from tests.server.support import RunningServer, decode, panning_frames, png, running_server
+from tests.server.support import RunningServer, decode, eventually, panning_frames, png, running_server
 
 FRAMES = 12
 MEM_EVERY = 2  # why: memory frames, consolidation and the sensory memory all run within 12 frames
@@ -45,12 +45,35 @@ def replica_settings(
 
 
 @pytest.fixture(scope="module")
+def replica_a(
+    hashed_checkpoint: Path, engine_repository: Path, redis_url: str, rife_v40_weights: Path
+) -> Iterator[RunningServer]:
+    settings = replica_settings(hashed_checkpoint, engine_repository, redis_url, "a", rife_v40_weights)
+    with running_server(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def replica_b(
     hashed_checkpoint: Path, engine_repository: Path, redis_url: str, rife_v40_weights: Path
 ) -> Iterator[RunningServer]:
     settings = replica_settings(hashed_checkpoint, engine_repository, redis_url, "b", rife_v40_weights)
     with running_server(settings) as running:
         yield running
+
+
+def hand_over(server: RunningServer, session_id: str) -> dict[str, Any]:
+    """GET the session on ``server`` until the replica holding it lets it go (it was asked for
+    here and its stream detached): the restored session's object."""
+    url = f"{server.url}/v1/sessions/{session_id}"
+
+    async def restored() -> bool:
+        async with httpx.AsyncClient() as client:
+            return (await client.get(url)).status_code == 200
+
+    asyncio.run(eventually(restored, f"session {session_id} handed over to {server.url}", 20))
+    info: dict[str, Any] = server.state.sessions.get(session_id).public()
+    return info
 
 
 def first_mask(height: int = 64, width: int = 96) -> np.ndarray:
@@ -61,7 +84,14 @@ def first_mask(height: int = 64, width: int = 96) -> np.ndarray:
 
 
 def segment_body() -> dict[str, Any]:
-    return {"task": "segment", "mem_every": MEM_EVERY, "min_mid_term_frames": 2, "max_mid_term_frames": 3}
+    # why processing_size null: 64×96 as given; the default 480 makes each frame a 480p one
+    return {
+        "task": "segment",
+        "processing_size": None,
+        "mem_every": MEM_EVERY,
+        "min_mid_term_frames": 2,
+        "max_mid_term_frames": 3,
+    }
 
 
 def create(server: RunningServer, body: dict[str, Any]) -> dict[str, Any]:
@@ -103,21 +133,22 @@ def ws_url(server: RunningServer, session_id: str) -> str:
     return f"{server.ws_url}/v1/sessions/{session_id}/stream"
 
 
-def test_a_stream_stopped_on_one_replica_resumes_on_another_exactly(
-    hashed_checkpoint: Path, engine_repository: Path, redis_url: str, replica_b: RunningServer
+def test_a_stream_let_go_by_one_replica_resumes_on_another_exactly(
+    replica_a: RunningServer, replica_b: RunningServer
 ) -> None:
+    """A stream on replica a detaches after frame k; asked for on replica b, a checkpoints it and
+    lets it go; b restores it, and the rest of the stream gives the uninterrupted masks."""
     frames = [np.ascontiguousarray(f) for f in panning_frames(FRAMES)]
     whole = create(replica_b, segment_body())
     _, expected = asyncio.run(stream(ws_url(replica_b, whole["id"]), frames, 0, with_mask=True))
     k = 6
-    a_settings = replica_settings(hashed_checkpoint, engine_repository, redis_url, "a")
-    with running_server(a_settings) as replica_a:
-        moved = create(replica_a, segment_body())
-        assert moved["resumed_from_frame"] is None
-        _, before = asyncio.run(stream(ws_url(replica_a, moved["id"]), frames[: k + 1], 0, with_mask=True))
-    # replica a stopped: it checkpointed the session and released its lease
-    info = httpx.get(f"{replica_b.url}/v1/sessions/{moved['id']}").json()
-    assert info["resumed_from_frame"] == k and info["frames_done"] == k + 1
+    moved = create(replica_a, segment_body())
+    assert moved["resumed_from_frame"] is None and not moved["resumed"]
+    _, before = asyncio.run(stream(ws_url(replica_a, moved["id"]), frames[: k + 1], 0, with_mask=True))
+    info = hand_over(replica_b, moved["id"])
+    assert moved["id"] not in [s.id for s in replica_a.state.sessions.all()]  # let go there
+    assert info["resumed"] and info["resumed_from_frame"] == k and info["frames_done"] == k + 1
+    assert info["checkpoint"]["frame_index"] == k and info["checkpoint"]["bytes"] > 0  # the state's size
     hello, after = asyncio.run(
         stream(ws_url(replica_b, moved["id"]), frames[k + 1 :], k + 1, with_mask=False)
     )
@@ -125,14 +156,12 @@ def test_a_stream_stopped_on_one_replica_resumes_on_another_exactly(
     for t, (got, want) in enumerate(zip(before + after, expected, strict=True)):
         assert np.array_equal(decode(got), decode(want)), f"frame {t}"
     assert info["memory"]["consolidations"] >= 1  # the long-term memory came along too
+    after_info = httpx.get(f"{replica_b.url}/v1/sessions/{moved['id']}").json()
+    assert not after_info["resumed"] and after_info["resumed_from_frame"] is None  # a frame ran since
 
 
 def test_an_interpolation_session_resumes_with_its_kept_frame(
-    hashed_checkpoint: Path,
-    engine_repository: Path,
-    redis_url: str,
-    replica_b: RunningServer,
-    rife_v40_weights: Path,
+    replica_a: RunningServer, replica_b: RunningServer
 ) -> None:
     frames = panning_frames(3)
     body = {"task": "interpolate", "model": "rife-4.0", "factor": 2}
@@ -153,10 +182,9 @@ def test_an_interpolation_session_resumes_with_its_kept_frame(
 
     whole = create(replica_b, body)
     expected = asyncio.run(pairs(ws_url(replica_b, whole["id"]), frames))
-    settings = replica_settings(hashed_checkpoint, engine_repository, redis_url, "a2", rife_v40_weights)
-    with running_server(settings) as replica_a:
-        moved = create(replica_a, body)
-        first = asyncio.run(pairs(ws_url(replica_a, moved["id"]), frames[:2]))
+    moved = create(replica_a, body)
+    first = asyncio.run(pairs(ws_url(replica_a, moved["id"]), frames[:2]))
+    hand_over(replica_b, moved["id"])
     rest = asyncio.run(pairs(ws_url(replica_b, moved["id"]), frames[2:]))
     assert len(first + rest) == len(expected) == 2
     for got, want in zip(first + rest, expected, strict=True):
@@ -164,32 +192,42 @@ def test_an_interpolation_session_resumes_with_its_kept_frame(
 
 
 def test_two_replicas_racing_to_attach_one_session_one_wins_the_other_answers_4409(
-    hashed_checkpoint: Path, engine_repository: Path, redis_url: str, replica_b: RunningServer
+    replica_a: RunningServer, replica_b: RunningServer
 ) -> None:
-    settings = replica_settings(hashed_checkpoint, engine_repository, redis_url, "c")
-    with running_server(settings) as replica_c:
-        session = create(replica_c, segment_body())
+    """Both attach at once: one streams, the other is refused with 4409 (and its GET with 409)
+    while the winner's stream is attached; once it detaches, the winner lets the session go
+    to the replica that asked for it, at its next lease renewal."""
+    session = create(replica_a, segment_body())
+    url = f"/v1/sessions/{session['id']}"
 
-        async def attach(server: RunningServer) -> int | str:
-            try:
-                async with connect(ws_url(server, session["id"]), max_size=None) as ws:
-                    hello = json.loads(await ws.recv())
-                    await asyncio.sleep(1.0)  # why: hold it while the other one tries
-                    return str(hello["type"])
-            except ConnectionClosed as exc:
-                assert exc.rcvd is not None
-                return exc.rcvd.code
+    async def attach(server: RunningServer, other: RunningServer) -> int | str:
+        try:
+            async with connect(ws_url(server, session["id"]), max_size=None) as ws:
+                hello = json.loads(await ws.recv())
+                await asyncio.sleep(1.0)  # why: hold it while the other one tries
+                async with httpx.AsyncClient() as client:
+                    refused = await client.get(other.url + url)
+                assert refused.status_code == 409, refused.text
+                assert refused.json()["error"]["code"] == "session_active_elsewhere"
+                assert "lease" in refused.json()["error"]["message"] and "Retry-After" in refused.headers
+                return str(hello["type"])
+        except ConnectionClosed as exc:
+            assert exc.rcvd is not None
+            return exc.rcvd.code
 
-        async def race() -> list[int | str]:
-            return list(await asyncio.gather(attach(replica_b), attach(replica_c)))
+    async def race() -> list[int | str]:
+        return list(await asyncio.gather(attach(replica_b, replica_a), attach(replica_a, replica_b)))
 
-        outcomes = asyncio.run(race())
-        assert sorted(outcomes, key=str) == sorted([4409, "session"], key=str), outcomes
-        loser = replica_b if outcomes[0] == 4409 else replica_c
-        # the winner still holds it: the loser's GET says so, with when to ask again
-        response = httpx.get(f"{loser.url}/v1/sessions/{session['id']}")
-        assert response.status_code == 409 and response.json()["error"]["code"] == "session_active_elsewhere"
-        assert "lease" in response.json()["error"]["message"]
+    outcomes = asyncio.run(race())
+    assert sorted(outcomes, key=str) == sorted([4409, "session"], key=str), outcomes
+    loser = replica_b if outcomes[0] == 4409 else replica_a
+
+    async def handed_over() -> bool:
+        async with httpx.AsyncClient() as client:
+            return (await client.get(loser.url + url)).status_code == 200
+
+    asyncio.run(eventually(handed_over, "the detached session handed to the replica that asked", 15))
+    assert loser.state.sessions.get(session["id"]).core.resumed
 
 
 def test_state_saved_from_other_weights_is_refused(
@@ -201,7 +239,8 @@ def test_state_saved_from_other_weights_is_refused(
     weights[name] = weights[name] + 0.01
     torch.save(weights, other)
     session = create(replica_b, segment_body())
-    settings = replica_settings(other, tmp_path / "repo", redis_url, "d")
+    # why eager: nothing to export for weights used once
+    settings = replica_settings(other, tmp_path / "repo", redis_url, "d", engine="eager")
     with running_server(settings) as replica_d:
         response = httpx.get(f"{replica_d.url}/v1/sessions/{session['id']}")
         assert response.status_code == 409, response.text
@@ -222,13 +261,11 @@ def test_state_saved_from_other_weights_is_refused(
 
 
 def test_a_session_deleted_on_one_replica_is_gone_on_every_replica(
-    hashed_checkpoint: Path, engine_repository: Path, redis_url: str, replica_b: RunningServer
+    replica_a: RunningServer, replica_b: RunningServer
 ) -> None:
-    settings = replica_settings(hashed_checkpoint, engine_repository, redis_url, "e")
-    with running_server(settings) as replica_e:
-        session = create(replica_e, segment_body())
-        assert httpx.delete(f"{replica_b.url}/v1/sessions/{session['id']}").status_code == 200
-        response = httpx.get(f"{replica_e.url}/v1/sessions/{session['id']}")
-        assert response.status_code == 410 and response.json()["error"]["code"] == "session_closed"
+    session = create(replica_a, segment_body())
+    assert httpx.delete(f"{replica_b.url}/v1/sessions/{session['id']}").status_code == 200
+    response = httpx.get(f"{replica_a.url}/v1/sessions/{session['id']}")
+    assert response.status_code == 410 and response.json()["error"]["code"] == "session_closed"
     unknown = httpx.get(f"{replica_b.url}/v1/sessions/no-such-session")
     assert unknown.status_code == 404
