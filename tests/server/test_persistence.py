@@ -269,3 +269,20 @@ def test_a_session_deleted_on_one_replica_is_gone_on_every_replica(
     assert response.status_code == 410 and response.json()["error"]["code"] == "session_closed"
     unknown = httpx.get(f"{replica_b.url}/v1/sessions/no-such-session")
     assert unknown.status_code == 404
+
+
+def test_a_rest_frame_restores_the_session_with_its_queued_mask(
+    replica_a: RunningServer, replica_b: RunningServer
+) -> None:
+    """REST calls are first uses too: a mask queued on b restores the session there; handed
+    to a, the queued mask travels in the checkpoint and applies to a's first REST frame."""
+    session = create(replica_a, segment_body())
+    url = f"/v1/sessions/{session['id']}"
+    mask = httpx.post(f"{replica_b.url}{url}/mask", json={"mask": png_mask(first_mask())}, timeout=60)
+    assert mask.status_code == 202, mask.text
+    assert session["id"] in [s.id for s in replica_b.state.sessions.all()]
+    hand_over(replica_a, session["id"])
+    frame = panning_frames(1)[0]
+    answer = httpx.post(f"{replica_a.url}{url}/frames", files={"image": png(frame)}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["tracked"] == [1, 2] and answer.json()["frame_index"] == 0
