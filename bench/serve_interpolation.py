@@ -60,7 +60,7 @@ from models.rife.inference import Interpolator  # noqa: E402
 from models.rife.loading import make_runner  # noqa: E402
 from models.rife.spec import get_spec  # noqa: E402
 from models.weights.fetch import fetch  # noqa: E402
-from server.allocator import MallocTuning, tune  # noqa: E402
+from server.allocator import tune, tuning_of  # noqa: E402
 from server.engines.loading import torch_device  # noqa: E402
 from server.metrics import BATCH_BUCKETS  # noqa: E402
 from server.settings import Settings  # noqa: E402
@@ -261,7 +261,7 @@ class Usage:
 def tune_malloc(settings: Settings) -> bool:
     """glibc's malloc tuning, as ``python -m server`` applies it at start (server/__main__.py),
     before any large allocation; False where it did not apply (not glibc, or turned off)."""
-    return tune(MallocTuning(settings.malloc_mmap_threshold_mb, settings.malloc_trim_threshold_mb))
+    return tune(tuning_of(settings))
 
 
 # --- frames ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from server import logs
-from server.allocator import MallocTuning, tune
+from server.allocator import tune, tuning_of
 from server.settings import Settings, settings_table
 from server.state import ServerState, UnknownModel
 
@@ -108,7 +108,7 @@ def run(settings: Settings) -> None:
 
     logs.configure(settings.log_level, settings.log_format)
     # why here: before any model loads, so its large blocks come from the heap from the start
-    tune(MallocTuning(settings.malloc_mmap_threshold_mb, settings.malloc_trim_threshold_mb))
+    tune(tuning_of(settings))
     app = create_app(settings)
     config = uvicorn.Config(
         app,

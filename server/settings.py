@@ -112,6 +112,13 @@ class Settings(StoreSettings):
         description="free memory kept at the heap's top before it goes back to the system; at "
         "least the mmap threshold. Resident memory stays near the peak working set",
     )
+    malloc_arena_max: int = Field(
+        1,
+        ge=0,
+        le=1024,
+        description="glibc malloc arenas all threads share; 0 keeps glibc's (8 per core). A worker "
+        "thread's own arena maps every block over 64 MiB afresh, whatever the mmap threshold",
+    )
     state_store: str | None = Field(
         None,
         description="redis://host:port/db: sessions' state is kept there and resumed on any replica "
