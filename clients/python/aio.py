@@ -708,8 +708,11 @@ class AsyncSegmentationStream(_Stream):
         if isinstance(exc, FrameRejected):
             return self.resume and exc.code == "session_closed"
         if isinstance(exc, VidserveError) and not isinstance(exc, StreamClosed):
-            # why: another replica holds the session until its lease is released or lapses
-            return self.resume and exc.code == "session_active_elsewhere"
+            # why: another replica holds the session until its lease is released or lapses;
+            # a proxy answers 502/504 while it finds every replica it knows of down, which
+            # lasts until a crashed replica's place is taken (nginx's fail_timeout)
+            is_passing = exc.code == "session_active_elsewhere" or exc.status in (502, 504)
+            return self.resume and is_passing
         # why not 4422: the stored state is another model's; no retry changes that
         is_final = isinstance(exc, StreamClosed) and exc.code in (1000, 4422)  # 1000: deleted by a client
         return self.resume and not is_final

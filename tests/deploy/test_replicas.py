@@ -20,6 +20,9 @@ import httpx
 import numpy as np
 import pytest
 import redis
+import torch
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from clients.python.aio import AsyncClient, AsyncSegmentationSession
 from tests.conftest import REPO_ROOT
@@ -190,6 +193,63 @@ async def _interrupted(
                 "indices": [r.frame_index for r in results],
             }
     return [r.mask for r in results if r.mask is not None], seen
+
+
+def test_two_replicas_racing_to_attach_one_session_one_wins_the_other_answers_4409(cluster: Cluster) -> None:
+    """The session opened through the proxy; both replicas asked to attach it at once."""
+    created = httpx.post(f"{cluster.proxy}/v1/sessions", json={"task": "segment"}, timeout=60)
+    assert created.status_code == 201, created.text
+    session_id = created.json()["id"]
+
+    async def attach(replica: Replica) -> int | str:
+        url = f"ws://127.0.0.1:{replica.port}/v1/sessions/{session_id}/stream"
+        try:
+            async with connect(url) as ws:
+                hello = json.loads(await ws.recv())
+                await asyncio.sleep(1.0)  # why: hold the lease while the other one tries
+                return str(hello["type"])
+        except ConnectionClosed as exc:
+            assert exc.rcvd is not None and "active on vidserve-" in exc.rcvd.reason, exc
+            return exc.rcvd.code
+
+    async def race() -> list[int | str]:
+        return list(await asyncio.gather(*(attach(r) for r in cluster.replicas.values())))
+
+    outcomes = asyncio.run(race())
+    assert sorted(outcomes, key=str) == sorted([4409, "session"], key=str), outcomes
+    assert httpx.delete(f"{cluster.proxy}/v1/sessions/{session_id}").status_code == 200
+
+
+def test_state_from_another_model_s_weights_is_refused(cluster: Cluster, tmp_path: Path) -> None:
+    """A third replica on other weights, beside the same store: a session saved by the others
+    is refused there with 409 / 4422 naming the weights, and stays for the right replicas."""
+    base = cluster.replicas["vidserve-1"]
+    weights = torch.load(json.loads(base.env["VIDSERVE_WEIGHTS"])["xmem"], map_location="cpu")
+    name = next(iter(weights))
+    weights[name] = weights[name] + 0.01
+    torch.save(weights, tmp_path / "other.pth")
+    env = {**base.env, "VIDSERVE_PORT": str(free_port()), "VIDSERVE_REPLICA_ID": "other"}
+    env |= {"VIDSERVE_WEIGHTS": json.dumps({"xmem": str(tmp_path / "other.pth")}), "VIDSERVE_ENGINE": "eager"}
+    other = Replica("other", int(env["VIDSERVE_PORT"]), env, tmp_path / "other.log")
+    created = httpx.post(f"{cluster.proxy}/v1/sessions", json={"task": "segment"}, timeout=60).json()
+    other.start()
+    try:
+        refused = httpx.get(f"{other.url}/v1/sessions/{created['id']}")
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "state_incompatible"
+        assert "weights sha256" in refused.json()["error"]["message"]
+
+        async def attach() -> tuple[int, str]:
+            with pytest.raises(ConnectionClosed) as closed:
+                async with connect(f"ws://127.0.0.1:{other.port}/v1/sessions/{created['id']}/stream") as ws:
+                    await ws.recv()
+            assert closed.value.rcvd is not None
+            return closed.value.rcvd.code, closed.value.rcvd.reason
+
+        code, reason = asyncio.run(attach())
+        assert code == 4422 and "weights" in reason
+    finally:
+        other.stop()
+    assert httpx.get(f"{cluster.proxy}/v1/sessions/{created['id']}").status_code == 200
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
