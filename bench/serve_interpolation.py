@@ -656,8 +656,8 @@ def environment(settings: Settings, run: Run, args: argparse.Namespace, info: Ru
 def malloc_line(settings: Settings, tuned: bool) -> str:
     return (
         f"- glibc malloc tuned at start as `python -m server` does (`server/allocator.py`: mmap threshold "
-        f"{settings.malloc_mmap_threshold_mb} MiB, trim threshold {settings.malloc_trim_threshold_mb} MiB): "
-        f"{'applied' if tuned else 'not applied'}."
+        f"{settings.malloc_mmap_threshold_mb} MiB, trim threshold {settings.malloc_trim_threshold_mb} MiB, "
+        f"{settings.malloc_arena_max or 'glibc’s'} arena(s)): {'applied' if tuned else 'not applied'}."
     )
 
 
