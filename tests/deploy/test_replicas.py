@@ -217,7 +217,6 @@ def test_two_replicas_racing_to_attach_one_session_one_wins_the_other_answers_44
 
     outcomes = asyncio.run(race())
     assert sorted(outcomes, key=str) == sorted([4409, "session"], key=str), outcomes
-    assert httpx.delete(f"{cluster.proxy}/v1/sessions/{session_id}").status_code == 200
 
 
 def test_state_from_another_model_s_weights_is_refused(cluster: Cluster, tmp_path: Path) -> None:
